@@ -1,0 +1,165 @@
+"""The ASVT-chat binary protocol: a thin translator between frames and the hub."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.logger import Logger
+from twisted.protocols.basic import IntNStringReceiver
+from twisted.python.failure import Failure
+
+from chatd import binwire
+from chatd.hub import BinaryUser, Hub
+from chatd.rules import (
+    BadName,
+    ChatError,
+    EmptyName,
+    MessageTooLong,
+    NameTaken,
+    NameTooLong,
+    NoSuchUser,
+    check_text,
+)
+
+# Each command's name and how many argument frames follow it.
+ARITY: dict[bytes, int] = {
+    b"register": 1,
+    b"users": 0,
+    b"send": 2,
+    b"sendall": 1,
+    b"receive": 0,
+    b"logout": 0,
+}
+
+
+class _Refused(Exception):
+    """A command failed in a way that ends the connection after one reply frame."""
+
+
+class BinaryProtocol(IntNStringReceiver):
+    """One ASVT-chat-protocol connection."""
+
+    log = Logger()
+    structFormat = "<I"
+    prefixLength = 4
+
+    def __init__(self, hub: Hub, host: str) -> None:
+        self.hub = hub
+        self.host = host
+        self.user: BinaryUser | None = None
+        self.MAX_LENGTH = hub.limits.max_frame_length
+        self._command: bytes | None = None
+        self._args: list[bytes] = []
+
+    # Framing
+
+    def stringReceived(self, data: bytes) -> None:
+        if self.transport.disconnecting:
+            return
+        if self._command is None:
+            if data not in ARITY:
+                self._refuse(binwire.UNKNOWN_COMMAND)
+                return
+            self._command = data
+        else:
+            self._args.append(data)
+        if len(self._args) == ARITY[self._command]:
+            command, args = self._command, self._args
+            self._command, self._args = None, []
+            handler: Callable[..., None] = getattr(self, "on_" + command.decode())
+            try:
+                handler(*args)
+            except _Refused as e:
+                self._refuse(str(e))
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        self._refuse(binwire.FRAME_TOO_LONG)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        # Going offline is not logging out: the name and mailbox stay.
+        self.user = None
+
+    # Commands
+
+    def on_register(self, raw: bytes) -> None:
+        try:
+            name = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Refused(binwire.CANT_DECODE_LOGIN)
+        if self._registered() and self.user is not None:
+            if self.hub.find(name) is not self.user:
+                raise _Refused(binwire.already_registered(self.user.name))
+        try:
+            self.user, new = self.hub.register(name, self.host)
+        except EmptyName:
+            raise _Refused(binwire.BAD_LOGIN)
+        except NameTooLong:
+            raise _Refused(binwire.LOGIN_TOO_LONG)
+        except BadName:
+            raise _Refused(binwire.BAD_LOGIN)
+        except NameTaken:
+            raise _Refused(binwire.exists(name))
+        greet = binwire.hello if new else binwire.welcome_back
+        self._reply(greet(self.user.name))
+
+    def on_users(self) -> None:
+        names = self.hub.names()
+        self._reply(str(len(names)), *names)
+
+    def on_send(self, receiver: bytes, text: bytes) -> None:
+        user = self._require_user()
+        checked = self._text(text)
+        name = receiver.decode("utf-8", "replace")
+        try:
+            self.hub.say_to(user, name, checked)
+        except NoSuchUser:
+            self._reply(binwire.no_such_user(name))
+            return
+        self._reply(binwire.ADDED)
+
+    def on_sendall(self, text: bytes) -> None:
+        user = self._require_user()
+        self.hub.say_all(user, self._text(text))
+        self._reply(binwire.ADDED)
+
+    def on_receive(self) -> None:
+        mail = self.hub.take_mail(self._require_user())
+        texts = [str(len(mail))]
+        for sender, text in mail:
+            texts += (sender, text)
+        self._reply(*texts)
+
+    def on_logout(self) -> None:
+        if self._registered() and self.user is not None:
+            self.hub.leave(self.user)
+        self.user = None
+        self._reply(binwire.LOGGED_OUT)
+
+    # Helpers
+
+    def _registered(self) -> bool:
+        return self.hub.is_current(self.user)
+
+    def _require_user(self) -> BinaryUser:
+        if not self._registered() or self.user is None:
+            raise _Refused(binwire.NOT_REGISTERED)
+        return self.user
+
+    def _text(self, raw: bytes) -> str:
+        try:
+            return check_text(raw.decode("utf-8"), self.hub.limits)
+        except UnicodeDecodeError:
+            raise _Refused(binwire.BAD_MESSAGE)
+        except MessageTooLong:
+            raise _Refused(binwire.too_long(self.hub.limits.max_message_length))
+        except ChatError:
+            raise _Refused(binwire.BAD_MESSAGE)
+
+    def _reply(self, *texts: str) -> None:
+        self.transport.write(binwire.frames(*texts))
+
+    def _refuse(self, text: str) -> None:
+        """Answer one frame, then close: the protocol's way to end a bad session."""
+        self._reply(text)
+        self.log.info("closing {peer}: {reason}", peer=self.transport.getPeer(), reason=text)
+        self.transport.loseConnection()

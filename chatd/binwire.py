@@ -1,0 +1,51 @@
+"""The binary protocol's wire format: frames and the reference server's reply texts."""
+
+from __future__ import annotations
+
+import struct
+
+_LENGTH = struct.Struct("<I")
+
+# Reply texts are byte for byte the reference server's: its clients compare them.
+ADDED = "Message added to storage!"
+LOGGED_OUT = "U've been successfully logouted"
+NOT_REGISTERED = "U aren't registered!"
+CANT_DECODE_LOGIN = "Can't decode login!"
+BAD_LOGIN = "Bad login!"
+LOGIN_TOO_LONG = "Login is too long!"
+BAD_MESSAGE = "Bad message!"
+UNKNOWN_COMMAND = "Unknown command!"
+FRAME_TOO_LONG = "Frame is too long!"
+
+
+def hello(name: str) -> str:
+    return f"Hello, {name}"
+
+
+def welcome_back(name: str) -> str:
+    return f"Nice to see you, {name}"
+
+
+def exists(name: str) -> str:
+    return f"'{name}' already exists!"
+
+
+def no_such_user(name: str) -> str:
+    return f"User '{name}' doesn't exist!"
+
+
+def too_long(limit: int) -> str:
+    return f"Massage is too long! Max length = {limit}!"
+
+
+def already_registered(name: str) -> str:
+    return f"Already registered as '{name}'!"
+
+
+def frame(payload: bytes) -> bytes:
+    return _LENGTH.pack(len(payload)) + payload
+
+
+def frames(*texts: str) -> bytes:
+    """Several text frames as one buffer, so a reply is one write."""
+    return b"".join(frame(text.encode("utf-8")) for text in texts)

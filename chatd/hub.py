@@ -1,0 +1,180 @@
+"""The shared state of one server: the users of both protocols and their mail."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Protocol
+
+from twisted.logger import Logger
+
+from chatd import linewire
+from chatd.rules import Limits, NameTaken, NoSuchUser, check_name, fold
+
+
+class LineSession(Protocol):
+    """What the hub needs of a connection that is pushed lines."""
+
+    def deliver(self, data: bytes) -> None:
+        """Send C{data}, one or more encoded lines, to the client."""
+
+
+class User:
+    """A name in the shared namespace."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class LineUser(User):
+    """A user of the line protocol: messages are pushed to its session."""
+
+    __slots__ = ("session",)
+
+    def __init__(self, name: str, session: LineSession) -> None:
+        super().__init__(name)
+        self.session = session
+
+
+class BinaryUser(User):
+    """A user of the binary protocol: messages wait in its mailbox for C{receive}."""
+
+    __slots__ = ("host", "mailbox")
+
+    def __init__(self, name: str, host: str) -> None:
+        super().__init__(name)
+        self.host = host
+        self.mailbox: deque[tuple[str, str]] = deque()
+
+
+class Hub:
+    """One namespace and one message store shared by every connection."""
+
+    log = Logger()
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self._by_name: dict[str, User] = {}
+        # Insertion-ordered sets: users in order of arrival, and the line
+        # users among them, who are the ones pushed announcements.
+        self._order: dict[User, None] = {}
+        self._line_users: dict[LineUser, None] = {}
+
+    # Looking up
+
+    def names(self) -> list[str]:
+        """Every user's name, in the order users arrived."""
+        return [user.name for user in self._order]
+
+    def find(self, name: str) -> User | None:
+        return self._by_name.get(fold(name))
+
+    def is_current(self, user: User | None) -> bool:
+        """Whether C{user} still holds its name (no logout took it away)."""
+        return user is not None and self._by_name.get(fold(user.name)) is user
+
+    # Joining and leaving
+
+    def join_line(self, name: str, session: LineSession) -> LineUser:
+        """Add a line user, announcing it to the other line users."""
+        check_name(name, self.limits)
+        self._claim(name, None)
+        user = LineUser(name, session)
+        self._add(user)
+        self._line_users[user] = None
+        self._announce(linewire.joined(name), exclude=user)
+        self.log.info("line user {name} joined", name=name)
+        return user
+
+    def register(self, name: str, host: str) -> tuple[BinaryUser, bool]:
+        """Register a binary user, or claim its name back from the same host.
+
+        @return: the user, and whether it is new.
+        """
+        check_name(name, self.limits)
+        holder = self.find(name)
+        if isinstance(holder, BinaryUser) and holder.host == host:
+            return holder, False
+        self._claim(name, None)
+        user = BinaryUser(name, host)
+        self._add(user)
+        self._announce(linewire.joined(name))
+        self.log.info("binary user {name} registered from {host}", name=name, host=host)
+        return user, True
+
+    def rename(self, user: LineUser, new: str) -> None:
+        """Give a line user a new name, telling every line user."""
+        check_name(new, self.limits)
+        self._claim(new, user)
+        old = user.name
+        del self._by_name[fold(old)]
+        user.name = new
+        self._by_name[fold(new)] = user
+        self._announce(linewire.renamed(old, new))
+        self.log.info("{old} is now {new}", old=old, new=new)
+
+    def leave(self, user: User) -> None:
+        """Remove a user and its mail, telling the line users it left."""
+        if not self.is_current(user):
+            return
+        del self._by_name[fold(user.name)]
+        del self._order[user]
+        self._line_users.pop(user, None)  # type: ignore[call-overload]
+        self._announce(linewire.left(user.name))
+        self.log.info("{name} left", name=user.name)
+
+    # Messages
+
+    def say_all(self, sender: User, text: str) -> None:
+        """Send C{text} from C{sender} to every other user of both protocols."""
+        self._announce(linewire.msg(sender.name, text), exclude=sender)
+        for user in self._order:
+            if isinstance(user, BinaryUser) and user is not sender:
+                user.mailbox.append((sender.name, text))
+
+    def say_to(self, sender: User, receiver: str, text: str) -> None:
+        """Send C{text} from C{sender} to the user named C{receiver} alone."""
+        self._deliver(sender, self._lookup(receiver), text)
+
+    def poke(self, poker: User, poked: str) -> None:
+        """Show every line user that C{poker} poked C{poked}; a binary user gets mail."""
+        target = self._lookup(poked)
+        line = linewire.poke(poker.name, target.name)
+        self._announce(linewire.encode(line))
+        if isinstance(target, BinaryUser):
+            target.mailbox.append((poker.name, line))
+
+    def take_mail(self, user: BinaryUser) -> list[tuple[str, str]]:
+        """Every message queued for C{user}, oldest first; the mailbox is then empty."""
+        mail = list(user.mailbox)
+        user.mailbox.clear()
+        return mail
+
+    # Internals
+
+    def _claim(self, name: str, owner: User | None) -> None:
+        holder = self.find(name)
+        if holder is not None and holder is not owner:
+            raise NameTaken(f"{holder.name} is taken")
+
+    def _add(self, user: User) -> None:
+        self._by_name[fold(user.name)] = user
+        self._order[user] = None
+
+    def _lookup(self, name: str) -> User:
+        user = self.find(name)
+        if user is None:
+            raise NoSuchUser(f"nobody is called {name}")
+        return user
+
+    def _deliver(self, sender: User, receiver: User, text: str) -> None:
+        if isinstance(receiver, LineUser):
+            receiver.session.deliver(linewire.privmsg(sender.name, text))
+        elif isinstance(receiver, BinaryUser):
+            receiver.mailbox.append((sender.name, text))
+
+    def _announce(self, data: bytes, exclude: User | None = None) -> None:
+        for user in self._line_users:
+            if user is not exclude:
+                user.session.deliver(data)

@@ -1,0 +1,165 @@
+"""The PyChat C{!} line protocol: a thin translator between lines and the hub."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+
+from chatd import linewire
+from chatd.hub import Hub, LineUser
+from chatd.rules import BadArguments, ChatError, check_text
+
+COMMANDS = frozenset(
+    {"nick", "changenickname", "users", "sendmsg", "sendto", "poke", "help", "quit"}
+)
+# Commands a client may send before it has a name.
+_BEFORE_NICK = frozenset({"nick", "help", "quit"})
+
+
+class LineProtocol(LineReceiver):
+    """One PyChat-protocol connection."""
+
+    log = Logger()
+    delimiter = b"\n"
+
+    def __init__(self, hub: Hub, clock: IReactorTime) -> None:
+        self.hub = hub
+        self.clock = clock
+        self.user: LineUser | None = None
+        # Room for the CR that may come before the LF; lineReceived checks exactly.
+        self.MAX_LENGTH = hub.limits.max_line_length + 1
+        self._flush: IDelayedCall | None = None
+        self._seen_lf = False
+
+    # Framing
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._flush is not None and self._flush.active():
+            self._flush.cancel()
+        self._flush = None
+        # A client that has never ended a line sends one command per send(),
+        # as PyChat's own client does: a read that starts a new command ends
+        # the pending one.
+        if not self._seen_lf and data[:1] == b"!" and self._buffer:
+            self._flushPartial()
+        if b"\n" in data:
+            self._seen_lf = True
+        super().dataReceived(data)
+        if self._buffer and not self.transport.disconnecting:
+            self._flush = self.clock.callLater(
+                self.hub.limits.line_flush, self._flushPartial
+            )
+
+    def _flushPartial(self) -> None:
+        """Take a partial line that has waited long enough as a whole one."""
+        self._flush = None
+        if self._buffer and not self.transport.disconnecting:
+            self.lineReceived(self.clearLineBuffer())
+
+    def lineReceived(self, line: bytes) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if len(line) > self.hub.limits.max_line_length:
+            self.lineLengthExceeded(line)
+            return
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            self._error("bad-encoding", "lines must be UTF-8")
+            return
+        parts = text.split(None, 1)
+        if parts:
+            self._dispatch(parts[0], parts[1] if len(parts) > 1 else "")
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._error(
+            "line-too-long",
+            f"a line has at most {self.hub.limits.max_line_length} bytes",
+            close=True,
+        )
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if self._flush is not None and self._flush.active():
+            self._flush.cancel()
+        self._flush = None
+        self._leave()
+
+    # What the hub pushes
+
+    def deliver(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    # Commands
+
+    def _dispatch(self, word: str, rest: str) -> None:
+        name = word[1:].lower() if word.startswith("!") else ""
+        if self.user is None and name not in _BEFORE_NICK:
+            self._error("nick-required", "send !nick NAME first", close=True)
+        elif name not in COMMANDS:
+            self._error("unknown-command", f"{word} is not a command; try !help")
+        else:
+            handler: Callable[[str], None] = getattr(self, f"on_{name}")
+            try:
+                handler(rest)
+            except ChatError as e:
+                self._error(e.code, str(e))
+
+    def on_nick(self, rest: str) -> None:
+        if self.user is not None:
+            raise BadArguments("you have a name; use !changenickname")
+        name = self._one_argument("!nick NAME", rest)
+        self.user = self.hub.join_line(name, self)
+        self.deliver(linewire.users(self.hub.names()))
+
+    def on_changenickname(self, rest: str) -> None:
+        assert self.user is not None
+        self.hub.rename(self.user, self._one_argument("!changenickname NEW", rest))
+
+    def on_users(self, rest: str) -> None:
+        self.deliver(linewire.users(self.hub.names()))
+
+    def on_sendmsg(self, rest: str) -> None:
+        assert self.user is not None
+        self.hub.say_all(self.user, check_text(rest.strip(), self.hub.limits))
+
+    def on_sendto(self, rest: str) -> None:
+        assert self.user is not None
+        parts = rest.split(None, 1)
+        if not parts:
+            raise BadArguments("usage: !sendto NAME TEXT")
+        text = check_text(parts[1].strip() if len(parts) > 1 else "", self.hub.limits)
+        self.hub.say_to(self.user, parts[0], text)
+
+    def on_poke(self, rest: str) -> None:
+        assert self.user is not None
+        self.hub.poke(self.user, self._one_argument("!poke NAME", rest))
+
+    def on_help(self, rest: str) -> None:
+        self.deliver(linewire.help_lines())
+
+    def on_quit(self, rest: str) -> None:
+        self._leave()
+        self.transport.loseConnection()
+
+    # Helpers
+
+    def _one_argument(self, usage: str, rest: str) -> str:
+        args = rest.split()
+        if len(args) != 1:
+            raise BadArguments(f"usage: {usage}")
+        return args[0]
+
+    def _leave(self) -> None:
+        if self.user is not None:
+            self.hub.leave(self.user)
+            self.user = None
+
+    def _error(self, code: str, text: str, close: bool = False) -> None:
+        self.deliver(linewire.error(code, text))
+        if close:
+            self.log.info("closing {peer}: {code}", peer=self.transport.getPeer(), code=code)
+            self.transport.loseConnection()

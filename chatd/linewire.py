@@ -1,0 +1,59 @@
+"""The line protocol's wire format: every line the server sends, encoded once."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+HELP: tuple[tuple[str, str], ...] = (
+    ("!nick", "NAME: choose your name; the first command"),
+    ("!changenickname", "NEW: change your name"),
+    ("!users", "list the users of both protocols"),
+    ("!sendmsg", "TEXT: send TEXT to everyone"),
+    ("!sendto", "NAME TEXT: send TEXT to NAME alone"),
+    ("!poke", "NAME: poke a user, for everyone to see"),
+    ("!help", "list the commands"),
+    ("!quit", "leave the chat"),
+)
+
+
+def encode(line: str) -> bytes:
+    """One line as sent: UTF-8, ended by LF."""
+    return (line + "\n").encode("utf-8")
+
+
+def users(names: Iterable[str]) -> bytes:
+    listed = list(names)
+    return encode(" ".join(["!users", str(len(listed)), *listed]))
+
+
+def joined(name: str) -> bytes:
+    return encode(f"!joined {name}")
+
+
+def left(name: str) -> bytes:
+    return encode(f"!left {name}")
+
+
+def renamed(old: str, new: str) -> bytes:
+    return encode(f"!changenickname {old} {new}")
+
+
+def msg(sender: str, text: str) -> bytes:
+    return encode(f"!msg {sender} {text}")
+
+
+def privmsg(sender: str, text: str) -> bytes:
+    return encode(f"!privmsg {sender} {text}")
+
+
+def poke(poker: str, poked: str) -> str:
+    """The poke line without its end: binary users get it as a mail text."""
+    return f"!poke {poker} {poked}"
+
+
+def error(code: str, text: str) -> bytes:
+    return encode(f"!error {code} {text}")
+
+
+def help_lines() -> bytes:
+    return b"".join(encode(f"!help {name} {text}") for name, text in HELP)

@@ -1,0 +1,91 @@
+"""The rules both protocols share: limits, names and message texts."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# C0, DEL and C1: the characters that drive a terminal rather than print.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# A name may hold neither controls nor any white space (Unicode-aware \s).
+_NOT_IN_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\s]")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every limit one server enforces; defaults are PROTOCOL.md's."""
+
+    max_name_length: int = 8
+    max_message_length: int = 60
+    max_line_length: int = 1024
+    line_flush: float = 0.3
+    max_frame_length: int = 1024
+
+
+class ChatError(Exception):
+    """A request broke a rule; C{code} is the line protocol's error code."""
+
+    code = "error"
+
+
+class BadArguments(ChatError):
+    code = "bad-arguments"
+
+
+class BadName(ChatError):
+    code = "bad-name"
+
+
+class EmptyName(BadName):
+    """The name has no characters."""
+
+
+class NameTooLong(BadName):
+    """The name is over the length limit."""
+
+
+class NameTaken(ChatError):
+    code = "name-taken"
+
+
+class NoSuchUser(ChatError):
+    code = "no-such-user"
+
+
+class BadMessage(ChatError):
+    code = "bad-message"
+
+
+class MessageTooLong(ChatError):
+    code = "message-too-long"
+
+
+def fold(name: str) -> str:
+    """The key under which a name is unique: case does not tell users apart."""
+    return name.casefold()
+
+
+def check_name(name: str, limits: Limits) -> str:
+    """Return C{name} if it is a valid user name, else raise a L{BadName}."""
+    if not name:
+        raise EmptyName("a name needs at least one character")
+    if len(name) > limits.max_name_length:
+        raise NameTooLong(
+            f"a name has at most {limits.max_name_length} characters"
+        )
+    if _NOT_IN_NAME.search(name):
+        raise BadName("a name may not hold white space or control characters")
+    return name
+
+
+def check_text(text: str, limits: Limits) -> str:
+    """Return C{text} if it is a valid message text, else raise a L{ChatError}."""
+    if not text:
+        raise BadMessage("a message needs at least one character")
+    if len(text) > limits.max_message_length:
+        raise MessageTooLong(
+            f"a message has at most {limits.max_message_length} characters"
+        )
+    if _CONTROL.search(text):
+        raise BadMessage("a message may not hold control characters")
+    return text
