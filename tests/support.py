@@ -1,0 +1,90 @@
+"""Shared test fixtures: a server on StringTransports, driven by a task.Clock."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from chatd.factory import ChatFactory
+from chatd.hub import Hub
+from chatd.rules import Limits
+
+
+def frame(payload: bytes) -> bytes:
+    """One binary-protocol frame."""
+    return struct.pack("<I", len(payload)) + payload
+
+
+def command(*parts: bytes) -> bytes:
+    """A binary command: its name and argument frames, back to back."""
+    return b"".join(frame(part) for part in parts)
+
+
+def parse_frames(data: bytes) -> list[bytes]:
+    """Split a server's binary output into frame payloads; fail on a partial frame."""
+    out = []
+    while data:
+        if len(data) < 4:
+            raise AssertionError(f"partial length prefix: {data!r}")
+        (n,) = struct.unpack("<I", data[:4])
+        if len(data) < 4 + n:
+            raise AssertionError(f"partial frame: {data!r}")
+        out.append(data[4 : 4 + n])
+        data = data[4 + n :]
+    return out
+
+
+class Server:
+    """One chatd factory and clock, with connections made over StringTransports."""
+
+    def __init__(self, **limits: Any) -> None:
+        self.clock = Clock()
+        self.hub = Hub(Limits(**limits))
+        self.factory = ChatFactory(self.hub, self.clock)
+
+    def connect(self, host: str = "127.0.0.1", port: int = 40000) -> Client:
+        return Client(self, host, port)
+
+
+class Client:
+    """A client's view of one connection: bytes in, bytes out."""
+
+    def __init__(self, server: Server, host: str, port: int) -> None:
+        addr = IPv4Address("TCP", host, port)
+        self.server = server
+        self.protocol = server.factory.buildProtocol(addr)
+        self.transport = StringTransport(peerAddress=addr)
+        self.protocol.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+
+    def take(self) -> bytes:
+        """Everything the server wrote since the last take."""
+        data = self.transport.value()
+        self.transport.clear()
+        return data
+
+    def lines(self) -> list[str]:
+        """What the server wrote since the last take, as LF-ended lines."""
+        data = self.take().decode("utf-8")
+        assert data == "" or data.endswith("\n"), data
+        return data.splitlines()
+
+    def frames(self) -> list[bytes]:
+        return parse_frames(self.take())
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.transport.disconnecting)
+
+    def close(self) -> None:
+        """The client goes away without a word."""
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        self.protocol.connectionLost(Failure(ConnectionDone()))
