@@ -14,10 +14,13 @@ from chatd.rules import (
     BadName,
     ChatError,
     EmptyName,
+    MailboxFull,
     MessageTooLong,
     NameTaken,
     NameTooLong,
     NoSuchUser,
+    TooManyUsers,
+    TooManyUsersFromHost,
     check_text,
 )
 
@@ -99,6 +102,10 @@ class BinaryProtocol(IntNStringReceiver):
             raise _Refused(binwire.BAD_LOGIN)
         except NameTaken:
             raise _Refused(binwire.exists(name))
+        except TooManyUsersFromHost:
+            raise _Refused(binwire.HOST_FULL)
+        except TooManyUsers:
+            raise _Refused(binwire.SERVER_FULL)
         greet = binwire.hello if new else binwire.welcome_back
         self._reply(greet(self.user.name))
 
@@ -115,11 +122,18 @@ class BinaryProtocol(IntNStringReceiver):
         except NoSuchUser:
             self._reply(binwire.no_such_user(name))
             return
+        except MailboxFull:
+            self._reply(binwire.mailbox_full(name))
+            return
         self._reply(binwire.ADDED)
 
     def on_sendall(self, text: bytes) -> None:
         user = self._require_user()
-        self.hub.say_all(user, self._text(text))
+        try:
+            self.hub.say_all(user, self._text(text))
+        except MailboxFull as e:
+            self._reply(binwire.mailboxes_full(e.names))
+            return
         self._reply(binwire.ADDED)
 
     def on_receive(self) -> None:

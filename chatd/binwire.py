@@ -16,6 +16,8 @@ LOGIN_TOO_LONG = "Login is too long!"
 BAD_MESSAGE = "Bad message!"
 UNKNOWN_COMMAND = "Unknown command!"
 FRAME_TOO_LONG = "Frame is too long!"
+SERVER_FULL = "Server is full!"
+HOST_FULL = "Too many users from your host!"
 
 
 def hello(name: str) -> str:
@@ -40,6 +42,16 @@ def too_long(limit: int) -> str:
 
 def already_registered(name: str) -> str:
     return f"Already registered as '{name}'!"
+
+
+def mailbox_full(name: str) -> str:
+    return f"Mailbox of '{name}' is full!"
+
+
+def mailboxes_full(names: list[str]) -> str:
+    """The answer to a sendall that some full mailboxes did not take."""
+    listed = ", ".join(f"'{name}'" for name in names)
+    return f"Message added to storage, but mailboxes of {listed} are full!"
 
 
 def frame(payload: bytes) -> bytes:

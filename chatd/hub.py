@@ -8,7 +8,16 @@ from typing import Protocol
 from twisted.logger import Logger
 
 from chatd import linewire
-from chatd.rules import Limits, NameTaken, NoSuchUser, check_name, fold
+from chatd.rules import (
+    Limits,
+    MailboxFull,
+    NameTaken,
+    NoSuchUser,
+    TooManyUsers,
+    TooManyUsersFromHost,
+    check_name,
+    fold,
+)
 
 
 class LineSession(Protocol):
@@ -91,12 +100,14 @@ class Hub:
         """Register a binary user, or claim its name back from the same host.
 
         @return: the user, and whether it is new.
+        @raise TooManyUsers: a new name is over a limit on registered users.
         """
         check_name(name, self.limits)
         holder = self.find(name)
         if isinstance(holder, BinaryUser) and holder.host == host:
             return holder, False
         self._claim(name, None)
+        self._check_room(host)
         user = BinaryUser(name, host)
         self._add(user)
         self._announce(linewire.joined(name))
@@ -127,23 +138,36 @@ class Hub:
     # Messages
 
     def say_all(self, sender: User, text: str) -> None:
-        """Send C{text} from C{sender} to every other user of both protocols."""
+        """Send C{text} from C{sender} to every other user of both protocols.
+
+        @raise MailboxFull: naming the binary users whose mailbox was full;
+            everyone else got the message.
+        """
         self._announce(linewire.msg(sender.name, text), exclude=sender)
-        for user in self._order:
-            if isinstance(user, BinaryUser) and user is not sender:
-                user.mailbox.append((sender.name, text))
+        full = [
+            user.name
+            for user in self._order
+            if isinstance(user, BinaryUser)
+            and user is not sender
+            and not self._post(user, sender.name, text)
+        ]
+        if full:
+            raise MailboxFull(full)
 
     def say_to(self, sender: User, receiver: str, text: str) -> None:
         """Send C{text} from C{sender} to the user named C{receiver} alone."""
         self._deliver(sender, self._lookup(receiver), text)
 
     def poke(self, poker: User, poked: str) -> None:
-        """Show every line user that C{poker} poked C{poked}; a binary user gets mail."""
+        """Show every line user that C{poker} poked C{poked}; a binary user gets mail.
+
+        @raise MailboxFull: the poke was shown, but a binary user's mailbox was full.
+        """
         target = self._lookup(poked)
         line = linewire.poke(poker.name, target.name)
         self._announce(linewire.encode(line))
-        if isinstance(target, BinaryUser):
-            target.mailbox.append((poker.name, line))
+        if isinstance(target, BinaryUser) and not self._post(target, poker.name, line):
+            raise MailboxFull([target.name])
 
     def take_mail(self, user: BinaryUser) -> list[tuple[str, str]]:
         """Every message queued for C{user}, oldest first; the mailbox is then empty."""
@@ -162,6 +186,13 @@ class Hub:
         self._by_name[fold(user.name)] = user
         self._order[user] = None
 
+    def _check_room(self, host: str) -> None:
+        binary = [user for user in self._order if isinstance(user, BinaryUser)]
+        if len(binary) >= self.limits.max_binary_users:
+            raise TooManyUsers("the server holds all the users it may")
+        if sum(user.host == host for user in binary) >= self.limits.max_binary_users_per_host:
+            raise TooManyUsersFromHost(f"{host} holds all the users it may")
+
     def _lookup(self, name: str) -> User:
         user = self.find(name)
         if user is None:
@@ -171,8 +202,16 @@ class Hub:
     def _deliver(self, sender: User, receiver: User, text: str) -> None:
         if isinstance(receiver, LineUser):
             receiver.session.deliver(linewire.privmsg(sender.name, text))
-        elif isinstance(receiver, BinaryUser):
-            receiver.mailbox.append((sender.name, text))
+        elif isinstance(receiver, BinaryUser) and not self._post(receiver, sender.name, text):
+            raise MailboxFull([receiver.name])
+
+    def _post(self, receiver: BinaryUser, sender: str, text: str) -> bool:
+        """Queue mail for C{receiver}; whether its mailbox had room."""
+        if len(receiver.mailbox) >= self.limits.mailbox_size:
+            self.log.info("mailbox of {name} is full", name=receiver.name)
+            return False
+        receiver.mailbox.append((sender, text))
+        return True
 
     def _announce(self, data: bytes, exclude: User | None = None) -> None:
         for user in self._line_users:

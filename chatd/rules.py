@@ -20,6 +20,10 @@ class Limits:
     max_line_length: int = 1024
     line_flush: float = 0.3
     max_frame_length: int = 1024
+    # Section 5: what one client may take of a server; README.limits.md says why.
+    max_binary_users: int = 1000
+    max_binary_users_per_host: int = 16
+    mailbox_size: int = 100
 
 
 class ChatError(Exception):
@@ -58,6 +62,26 @@ class BadMessage(ChatError):
 
 class MessageTooLong(ChatError):
     code = "message-too-long"
+
+
+class TooManyUsers(ChatError):
+    """The server holds as many registered binary users as it may."""
+
+    code = "server-full"
+
+
+class TooManyUsersFromHost(TooManyUsers):
+    """The peer host holds as many registered binary users as it may."""
+
+
+class MailboxFull(ChatError):
+    """Mail could not be queued for C{names}; everyone else got it."""
+
+    code = "mailbox-full"
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__("mailbox full, not delivered to: " + " ".join(names))
+        self.names = names
 
 
 def fold(name: str) -> str:

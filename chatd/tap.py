@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from twisted.application import strports
@@ -38,6 +39,12 @@ class Options(usage.Options):
          "Seconds after which an unterminated line counts as complete.", float],
         ["max-frame-length", None, _LIMITS.max_frame_length,
          "Most bytes in a frame of the binary protocol.", int],
+        ["max-binary-users", None, _LIMITS.max_binary_users,
+         "Most registered binary users.", int],
+        ["max-binary-users-per-host", None, _LIMITS.max_binary_users_per_host,
+         "Most registered binary users from one peer host.", int],
+        ["mailbox-size", None, _LIMITS.mailbox_size,
+         "Most messages queued for one binary user.", int],
     ]
 
     def __init__(self) -> None:
@@ -58,6 +65,9 @@ class Options(usage.Options):
             ("max-message-length", 1),
             ("max-line-length", 16),
             ("max-frame-length", 8),
+            ("max-binary-users", 1),
+            ("max-binary-users-per-host", 1),
+            ("mailbox-size", 1),
         ]:
             if self[name] < least:
                 raise usage.UsageError(f"--{name} must be at least {least}")
@@ -65,13 +75,7 @@ class Options(usage.Options):
             raise usage.UsageError("--line-flush must be more than 0")
 
     def limits(self) -> Limits:
-        return Limits(
-            max_name_length=self["max-name-length"],
-            max_message_length=self["max-message-length"],
-            max_line_length=self["max-line-length"],
-            line_flush=self["line-flush"],
-            max_frame_length=self["max-frame-length"],
-        )
+        return Limits(**{f.name: self[f.name.replace("_", "-")] for f in fields(Limits)})
 
 
 def makeService(config: Options, reactor: IReactorTime | None = None) -> MultiService:
