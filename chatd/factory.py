@@ -8,6 +8,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatd.binary import BinaryProtocol
+from chatd.bounded import BoundedTransport
 from chatd.hub import Hub
 from chatd.line import LineProtocol
 
@@ -28,7 +29,7 @@ def peer_host(transport: object) -> str:
 
 
 class Sniffer(Protocol):
-    """Waits for a connection's first byte, then hands it to the right protocol."""
+    """One connection, bounded, handed on by its first byte to the right protocol."""
 
     def __init__(self, factory: ChatFactory) -> None:
         self.factory = factory
@@ -38,14 +39,17 @@ class Sniffer(Protocol):
         if ITCPTransport.providedBy(self.transport):
             # Replies are whole writes already; Nagle would only delay them.
             self.transport.setTcpNoDelay(True)
+        limits = self.factory.hub.limits
+        self.bounded = BoundedTransport(self.transport, self.factory.clock, limits)
 
     def dataReceived(self, data: bytes) -> None:
         if self.inner is None:
             self.inner = self.factory.protocolFor(data[0], self.transport)
-            self.inner.makeConnection(self.transport)
+            self.inner.makeConnection(self.bounded)
         self.inner.dataReceived(data)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        self.bounded.connectionLost()
         if self.inner is not None:
             self.inner.connectionLost(reason)
 

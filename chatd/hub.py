@@ -214,6 +214,7 @@ class Hub:
         return True
 
     def _announce(self, data: bytes, exclude: User | None = None) -> None:
-        for user in self._line_users:
+        # A copy: a delivery may end a slow reader's session under us.
+        for user in list(self._line_users):
             if user is not exclude:
                 user.session.deliver(data)

@@ -21,9 +21,11 @@ class Limits:
     line_flush: float = 0.3
     max_frame_length: int = 1024
     # Section 5: what one client may take of a server; README.limits.md says why.
+    max_output_backlog: int = 1024 * 1024
     max_binary_users: int = 1000
     max_binary_users_per_host: int = 16
     mailbox_size: int = 100
+    close_grace: float = 2.0
 
 
 class ChatError(Exception):

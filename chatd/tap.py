@@ -39,12 +39,16 @@ class Options(usage.Options):
          "Seconds after which an unterminated line counts as complete.", float],
         ["max-frame-length", None, _LIMITS.max_frame_length,
          "Most bytes in a frame of the binary protocol.", int],
+        ["max-output-backlog", None, _LIMITS.max_output_backlog,
+         "Most bytes a client may leave unread before it is dropped.", int],
         ["max-binary-users", None, _LIMITS.max_binary_users,
          "Most registered binary users.", int],
         ["max-binary-users-per-host", None, _LIMITS.max_binary_users_per_host,
          "Most registered binary users from one peer host.", int],
         ["mailbox-size", None, _LIMITS.mailbox_size,
          "Most messages queued for one binary user.", int],
+        ["close-grace", None, _LIMITS.close_grace,
+         "Seconds a closing connection has to take its last bytes.", float],
     ]
 
     def __init__(self) -> None:
@@ -65,14 +69,16 @@ class Options(usage.Options):
             ("max-message-length", 1),
             ("max-line-length", 16),
             ("max-frame-length", 8),
+            ("max-output-backlog", 1),
             ("max-binary-users", 1),
             ("max-binary-users-per-host", 1),
             ("mailbox-size", 1),
         ]:
             if self[name] < least:
                 raise usage.UsageError(f"--{name} must be at least {least}")
-        if self["line-flush"] <= 0:
-            raise usage.UsageError("--line-flush must be more than 0")
+        for name in ["line-flush", "close-grace"]:
+            if self[name] <= 0:
+                raise usage.UsageError(f"--{name} must be more than 0")
 
     def limits(self) -> Limits:
         return Limits(**{f.name: self[f.name.replace("_", "-")] for f in fields(Limits)})

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import Client, Server, command
@@ -19,6 +22,65 @@ def nick(server: Server, name: str, host: str = "127.0.0.1", port: int = 2) -> C
     client.send(f"!nick {name}\n".encode())
     assert client.lines()[0].startswith("!users"), name
     return client
+
+
+def aborted(client: Client) -> bool:
+    return bool(client.transport.disconnected)
+
+
+class Events:
+    """Every log event emitted while a test runs."""
+
+    def __init__(self, case: SynchronousTestCase) -> None:
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        case.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def formats(self) -> list[str]:
+        return [e.get("log_format") or "" for e in self.events]
+
+
+class SlowReaderTests(SynchronousTestCase):
+    def test_backlog_over_bound_aborts(self) -> None:
+        events = Events(self)
+        server = Server(max_output_backlog=1000)
+        slow = nick(server, "slow", port=1)
+        talker = nick(server, "talk", port=2)
+        slow.transport.producer.pauseProducing()  # its buffer is full
+        for _ in range(20):
+            talker.send(b"!sendmsg " + b"x" * 50 + b"\n")
+        self.assertTrue(aborted(slow))
+        self.assertIn("slow reader {peer}: {backlog} bytes unread, over {limit}; aborting",
+                      events.formats())
+
+    def test_drained_buffer_forgives(self) -> None:
+        server = Server(max_output_backlog=1000)
+        reader = nick(server, "r", port=1)
+        talker = nick(server, "t", port=2)
+        for _ in range(5):
+            reader.transport.producer.pauseProducing()
+            for _ in range(10):
+                talker.send(b"!sendmsg " + b"x" * 50 + b"\n")
+            reader.transport.producer.resumeProducing()
+        self.assertFalse(reader.closed)
+
+    def test_close_cannot_stall(self) -> None:
+        server = Server(close_grace=2.0)
+        client = server.connect()
+        client.send(b"!users\n")  # nick-required: closed
+        self.assertTrue(client.closed)
+        self.assertFalse(aborted(client))
+        server.clock.advance(2.0)
+        self.assertTrue(aborted(client))
+
+    def test_nothing_written_after_close(self) -> None:
+        server = Server()
+        closing = nick(server, "a", port=1)
+        closing.send(b"!nick again\n" + b"x" * 2000 + b"\n")  # line-too-long closes
+        closing.take()
+        talker = nick(server, "b", port=2)
+        talker.send(b"!sendmsg hi\n")
+        self.assertEqual(closing.take(), b"")
 
 
 class UserLimitTests(SynchronousTestCase):

@@ -1,0 +1,112 @@
+"""The transport a chat protocol writes to: a bounded backlog, and a close that cannot stall."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IPushProducer,
+    IReactorTime,
+    ITransport,
+)
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from chatd.rules import Limits
+
+
+@implementer(ITransport, IPushProducer)
+class BoundedTransport:
+    """Wraps a connection's transport for the protocol that speaks on it.
+
+    It registers itself as the transport's streaming producer, so the
+    transport says when its buffer is full (C{pauseProducing}) and when it
+    has drained again (C{resumeProducing}). What is written in between is
+    output the client has not read: past C{max_output_backlog} bytes the
+    client is a slow reader and the connection is aborted.
+
+    C{loseConnection} waits for the buffer to drain, which a peer that never
+    reads can put off for ever, so it is followed by C{abortConnection} after
+    C{close_grace} seconds.
+    """
+
+    log = Logger()
+
+    def __init__(self, transport: ITransport, clock: IReactorTime, limits: Limits) -> None:
+        self.transport = transport
+        self.clock = clock
+        self.limits = limits
+        # Bytes written since the transport's buffer filled; None while it keeps up.
+        self.backlog: int | None = None
+        self.disconnecting = False
+        self._registered = True
+        self._abort: IDelayedCall | None = None
+        transport.registerProducer(self, True)
+
+    # ITransport
+
+    def write(self, data: bytes) -> None:
+        # Once closing, the last words are written; the rest would only pile up.
+        if self.disconnecting:
+            return
+        self.transport.write(data)
+        if self.backlog is not None:
+            self.backlog += len(data)
+            if self.backlog > self.limits.max_output_backlog:
+                self.log.warn(
+                    "slow reader {peer}: {backlog} bytes unread, over {limit}; aborting",
+                    peer=self.getPeer(),
+                    backlog=self.backlog,
+                    limit=self.limits.max_output_backlog,
+                )
+                self.abortConnection()
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        if self.disconnecting:
+            return
+        self.disconnecting = True
+        # A transport holds its close open while a producer is registered.
+        self._unregister()
+        self.transport.loseConnection()
+        self._abort = self.clock.callLater(self.limits.close_grace, self.abortConnection)
+
+    def abortConnection(self) -> None:
+        self.disconnecting = True
+        self.connectionLost()
+        self._unregister()
+        self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def getPeer(self) -> IAddress:
+        return self.transport.getPeer()
+
+    def getHost(self) -> IAddress:
+        return self.transport.getHost()
+
+    def connectionLost(self) -> None:
+        """The connection is gone: no abort is due any more."""
+        if self._abort is not None and self._abort.active():
+            self._abort.cancel()
+        self._abort = None
+
+    # IPushProducer, as the transport's producer
+
+    def pauseProducing(self) -> None:
+        if self.backlog is None:
+            self.backlog = 0
+
+    def resumeProducing(self) -> None:
+        self.backlog = None
+
+    def stopProducing(self) -> None:
+        # The transport is gone and has dropped its producer.
+        self._registered = False
+
+    def _unregister(self) -> None:
+        if self._registered:
+            self._registered = False
+            self.transport.unregisterProducer()  # type: ignore[attr-defined]
