@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from typing import Callable
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.basic import IntNStringReceiver
 from twisted.python.failure import Failure
 
 from chatd import binwire
+from chatd.flood import FakeLag
 from chatd.hub import BinaryUser, Hub
 from chatd.rules import (
     BadName,
     ChatError,
     EmptyName,
+    Ending,
     MailboxFull,
     MessageTooLong,
     NameTaken,
@@ -46,15 +49,23 @@ class BinaryProtocol(IntNStringReceiver):
     structFormat = "<I"
     prefixLength = 4
 
-    def __init__(self, hub: Hub, host: str) -> None:
+    def __init__(self, hub: Hub, host: str, clock: IReactorTime) -> None:
         self.hub = hub
         self.host = host
         self.user: BinaryUser | None = None
         self.MAX_LENGTH = hub.limits.max_frame_length
         self._command: bytes | None = None
         self._args: list[bytes] = []
+        self.lag = FakeLag(self, hub.limits, clock)
 
     # Framing
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.transport.disconnecting:
+            return
+        super().dataReceived(data)
+        if self.lag.overflowing(len(self._unprocessed)):
+            self.end(Ending.FLOOD)
 
     def stringReceived(self, data: bytes) -> None:
         if self.transport.disconnecting:
@@ -69,6 +80,7 @@ class BinaryProtocol(IntNStringReceiver):
         if len(self._args) == ARITY[self._command]:
             command, args = self._command, self._args
             self._command, self._args = None, []
+            self.lag.command()
             handler: Callable[..., None] = getattr(self, "on_" + command.decode())
             try:
                 handler(*args)
@@ -81,6 +93,14 @@ class BinaryProtocol(IntNStringReceiver):
     def connectionLost(self, reason: Failure | None = None) -> None:
         # Going offline is not logging out: the name and mailbox stay.
         self.user = None
+        self.lag.stop()
+
+    def end(self, ending: Ending) -> None:
+        """Close for a limit, with a frame that says which where the protocol has one."""
+        text = binwire.CLOSING.get(ending)
+        if text is not None:
+            self._reply(text)
+        self._close(ending.value)
 
     # Commands
 
@@ -175,5 +195,8 @@ class BinaryProtocol(IntNStringReceiver):
     def _refuse(self, text: str) -> None:
         """Answer one frame, then close: the protocol's way to end a bad session."""
         self._reply(text)
-        self.log.info("closing {peer}: {reason}", peer=self.transport.getPeer(), reason=text)
+        self._close(text)
+
+    def _close(self, reason: str) -> None:
+        self.log.info("closing {peer}: {reason}", peer=self.transport.getPeer(), reason=reason)
         self.transport.loseConnection()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import struct
 
+from chatd.rules import Ending
+
 _LENGTH = struct.Struct("<I")
 
 # Reply texts are byte for byte the reference server's: its clients compare them.
@@ -18,6 +20,15 @@ UNKNOWN_COMMAND = "Unknown command!"
 FRAME_TOO_LONG = "Frame is too long!"
 SERVER_FULL = "Server is full!"
 HOST_FULL = "Too many users from your host!"
+FLOOD = "Too many commands!"
+
+# The frame that ends a connection for a limit. The protocol has no
+# unsolicited frames, so a client between commands (timed out, or at
+# shutdown) is closed without one: its next read is a clean EOF rather than
+# a stray frame taken for the answer to its next command.
+CLOSING: dict[Ending, str] = {
+    Ending.FLOOD: FLOOD,
+}
 
 
 def hello(name: str) -> str:

@@ -70,5 +70,5 @@ class ChatFactory(Factory):
 
     def protocolFor(self, first: int, transport: object) -> Protocol:
         if is_binary_start(first):
-            return BinaryProtocol(self.hub, peer_host(transport))
+            return BinaryProtocol(self.hub, peer_host(transport), self.clock)
         return LineProtocol(self.hub, self.clock)

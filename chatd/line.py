@@ -10,8 +10,9 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from chatd import linewire
+from chatd.flood import FakeLag
 from chatd.hub import Hub, LineUser
-from chatd.rules import BadArguments, ChatError, check_text
+from chatd.rules import BadArguments, ChatError, Ending, check_text
 
 COMMANDS = frozenset(
     {"nick", "changenickname", "users", "sendmsg", "sendto", "poke", "help", "quit"}
@@ -34,22 +35,31 @@ class LineProtocol(LineReceiver):
         self.MAX_LENGTH = hub.limits.max_line_length + 1
         self._flush: IDelayedCall | None = None
         self._seen_lf = False
+        self.lag = FakeLag(self, hub.limits, clock)
 
     # Framing
 
     def dataReceived(self, data: bytes) -> None:
+        if self.transport.disconnecting:
+            return
         if self._flush is not None and self._flush.active():
             self._flush.cancel()
         self._flush = None
         # A client that has never ended a line sends one command per send(),
         # as PyChat's own client does: a read that starts a new command ends
-        # the pending one.
+        # the pending one. While the client is held for flooding, the end is
+        # marked in the buffer, to be parsed in turn.
         if not self._seen_lf and data[:1] == b"!" and self._buffer:
-            self._flushPartial()
+            if self.paused:
+                self._buffer += self.delimiter
+            else:
+                self._flushPartial()
         if b"\n" in data:
             self._seen_lf = True
         super().dataReceived(data)
-        if self._buffer and not self.transport.disconnecting:
+        if self.lag.overflowing(len(self._buffer)):
+            self.end(Ending.FLOOD)
+        elif self._buffer and not self.transport.disconnecting and not self.paused:
             self._flush = self.clock.callLater(
                 self.hub.limits.line_flush, self._flushPartial
             )
@@ -57,10 +67,11 @@ class LineProtocol(LineReceiver):
     def _flushPartial(self) -> None:
         """Take a partial line that has waited long enough as a whole one."""
         self._flush = None
-        if self._buffer and not self.transport.disconnecting:
+        if self._buffer and not self.transport.disconnecting and not self.paused:
             self.lineReceived(self.clearLineBuffer())
 
     def lineReceived(self, line: bytes) -> None:
+        self.lag.command()
         if line.endswith(b"\r"):
             line = line[:-1]
         if len(line) > self.hub.limits.max_line_length:
@@ -86,7 +97,12 @@ class LineProtocol(LineReceiver):
         if self._flush is not None and self._flush.active():
             self._flush.cancel()
         self._flush = None
+        self.lag.stop()
         self._leave()
+
+    def end(self, ending: Ending) -> None:
+        """Close for a limit, telling the client which."""
+        self._error(ending.value, linewire.CLOSING[ending], close=True)
 
     # What the hub pushes
 

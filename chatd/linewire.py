@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from chatd.rules import Ending
+
 HELP: tuple[tuple[str, str], ...] = (
     ("!nick", "NAME: choose your name; the first command"),
     ("!changenickname", "NEW: change your name"),
@@ -14,6 +16,11 @@ HELP: tuple[tuple[str, str], ...] = (
     ("!help", "list the commands"),
     ("!quit", "leave the chat"),
 )
+
+# The human text after each limit's code in the error that ends a connection.
+CLOSING: dict[Ending, str] = {
+    Ending.FLOOD: "too many commands; slow down",
+}
 
 
 def encode(line: str) -> bytes:

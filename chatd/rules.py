@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import Enum
 
 # C0, DEL and C1: the characters that drive a terminal rather than print.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -21,11 +22,24 @@ class Limits:
     line_flush: float = 0.3
     max_frame_length: int = 1024
     # Section 5: what one client may take of a server; README.limits.md says why.
+    command_rate: float = 4.0
+    command_burst: int = 10
+    max_input_backlog: int = 16 * 1024
     max_output_backlog: int = 1024 * 1024
     max_binary_users: int = 1000
     max_binary_users_per_host: int = 16
     mailbox_size: int = 100
     close_grace: float = 2.0
+
+    def whole_command(self) -> int:
+        """The most bytes one command of either protocol can take on the wire."""
+        return max(self.max_line_length + 2, 3 * (4 + self.max_frame_length))
+
+
+class Ending(Enum):
+    """Why chatd ends a connection for a limit; the value is the line error code."""
+
+    FLOOD = "flood"
 
 
 class ChatError(Exception):

@@ -39,6 +39,12 @@ class Options(usage.Options):
          "Seconds after which an unterminated line counts as complete.", float],
         ["max-frame-length", None, _LIMITS.max_frame_length,
          "Most bytes in a frame of the binary protocol.", int],
+        ["command-rate", None, _LIMITS.command_rate,
+         "Commands a second one connection may send past its burst; more wait.", float],
+        ["command-burst", None, _LIMITS.command_burst,
+         "Commands one connection may send at once before the rate applies.", int],
+        ["max-input-backlog", None, _LIMITS.max_input_backlog,
+         "Most bytes held unparsed for a client over the command rate.", int],
         ["max-output-backlog", None, _LIMITS.max_output_backlog,
          "Most bytes a client may leave unread before it is dropped.", int],
         ["max-binary-users", None, _LIMITS.max_binary_users,
@@ -69,6 +75,8 @@ class Options(usage.Options):
             ("max-message-length", 1),
             ("max-line-length", 16),
             ("max-frame-length", 8),
+            ("command-burst", 1),
+            ("max-input-backlog", self.limits().whole_command()),
             ("max-output-backlog", 1),
             ("max-binary-users", 1),
             ("max-binary-users-per-host", 1),
@@ -76,7 +84,7 @@ class Options(usage.Options):
         ]:
             if self[name] < least:
                 raise usage.UsageError(f"--{name} must be at least {least}")
-        for name in ["line-flush", "close-grace"]:
+        for name in ["line-flush", "command-rate", "close-grace"]:
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be more than 0")
 

@@ -7,6 +7,7 @@ from typing import Any
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from chatd import binwire
 from tests.support import Client, Server, command
 
 
@@ -40,10 +41,80 @@ class Events:
         return [e.get("log_format") or "" for e in self.events]
 
 
+class FloodTests(SynchronousTestCase):
+    def test_burst_then_rate(self) -> None:
+        server = Server(command_rate=2.0, command_burst=3)
+        client = nick(server, "a")  # one of the burst
+        client.send(b"!users\n" * 5)
+        self.assertEqual(len(client.lines()), 2)
+        for _ in range(3):
+            server.clock.advance(0.49)
+            self.assertEqual(client.lines(), [])
+            server.clock.advance(0.01)
+            self.assertEqual(client.lines(), ["!users 1 a"])
+        server.clock.advance(10)
+        self.assertEqual(server.clock.getDelayedCalls(), [])
+
+    def test_others_not_delayed(self) -> None:
+        server = Server(command_rate=1.0, command_burst=2)
+        flooder = nick(server, "a", port=1)
+        flooder.send(b"!sendmsg x\n" * 20)
+        other = nick(server, "b", port=2)
+        other.send(b"!users\n")
+        self.assertEqual(other.lines(), ["!users 2 a b"])
+
+    def test_nothing_lost_in_order(self) -> None:
+        server = Server(command_rate=10.0, command_burst=2)
+        sender = nick(server, "a", port=1)
+        reader = nick(server, "b", port=2)
+        sender.take()
+        reader.take()
+        sender.send(b"".join(b"!sendmsg m%d\n" % i for i in range(30)))
+        server.clock.pump([0.1] * 40)
+        self.assertEqual(reader.lines(), [f"!msg a m{i}" for i in range(30)])
+
+    def test_unterminated_commands_keep_their_boundaries(self) -> None:
+        """PyChat's client sends commands without line ends, one per send()."""
+        server = Server(command_rate=10.0, command_burst=2)
+        reader = nick(server, "b", port=2)
+        sender = server.connect(port=1)
+        sender.send(b"!nick a")
+        server.clock.advance(0.3)
+        reader.take()
+        for i in range(5):
+            sender.send(b"!sendmsg m%d" % i)
+        server.clock.pump([0.1] * 10)
+        self.assertEqual(reader.lines(), [f"!msg a m{i}" for i in range(5)])
+
+    def test_line_flood_ends(self) -> None:
+        server = Server(command_rate=1.0, command_burst=1, max_input_backlog=4096)
+        client = nick(server, "a")
+        client.send(b"!users\n" * 100)
+        client.take()
+        client.send(b"!users\n" * 500)
+        self.assertEqual(client.lines(), ["!error flood too many commands; slow down"])
+        self.assertTrue(client.closed)
+
+    def test_binary_flood_ends(self) -> None:
+        server = Server(command_rate=1.0, command_burst=1, max_input_backlog=4096)
+        client = register(server, b"bob")
+        client.send(command(b"users") * 1000)
+        self.assertEqual(client.frames()[-1], binwire.FLOOD.encode())
+        self.assertTrue(client.closed)
+
+    def test_binary_commands_delayed(self) -> None:
+        server = Server(command_rate=1.0, command_burst=2)
+        client = register(server, b"bob")
+        client.send(command(b"receive") * 3)
+        self.assertEqual(client.frames(), [b"0"])
+        server.clock.advance(1.0)
+        self.assertEqual(client.frames(), [b"0"])
+
+
 class SlowReaderTests(SynchronousTestCase):
     def test_backlog_over_bound_aborts(self) -> None:
         events = Events(self)
-        server = Server(max_output_backlog=1000)
+        server = Server(max_output_backlog=1000, command_burst=100)
         slow = nick(server, "slow", port=1)
         talker = nick(server, "talk", port=2)
         slow.transport.producer.pauseProducing()  # its buffer is full
@@ -54,7 +125,7 @@ class SlowReaderTests(SynchronousTestCase):
                       events.formats())
 
     def test_drained_buffer_forgives(self) -> None:
-        server = Server(max_output_backlog=1000)
+        server = Server(max_output_backlog=1000, command_burst=100)
         reader = nick(server, "r", port=1)
         talker = nick(server, "t", port=2)
         for _ in range(5):

@@ -1,0 +1,73 @@
+"""Flood control: a burst of commands at once, then a steady rate (fake lag)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from chatd.rules import Limits
+
+
+class TokenBucket:
+    """C{rate} tokens a second, holding at most C{burst}, on an injected clock."""
+
+    def __init__(self, rate: float, burst: int, clock: IReactorTime) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.tokens = float(burst)
+        self._stamp = clock.seconds()
+
+    def take(self) -> float:
+        """Spend one token; return 0, or the seconds until a whole token is back."""
+        now = self.clock.seconds()
+        self.tokens = min(self.burst, self.tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        self.tokens -= 1
+        return max(0.0, (1 - self.tokens) / self.rate)
+
+
+class Pauseable(Protocol):
+    """What L{FakeLag} needs of a receiver: Twisted's C{basic} receivers parse
+    no further while C{paused}, and keep what arrives in their buffer."""
+
+    paused: bool
+
+    def dataReceived(self, data: bytes) -> None: ...
+
+
+class FakeLag:
+    """Holds a connection's commands past its burst, parsing on at the command rate.
+
+    Nothing is dropped: input waits in the receiver's buffer. What waits is
+    bounded, though: a client that keeps sending while held is flooding.
+    """
+
+    def __init__(self, receiver: Pauseable, limits: Limits, clock: IReactorTime) -> None:
+        self.receiver = receiver
+        self.clock = clock
+        self.max_held = limits.max_input_backlog
+        self.bucket = TokenBucket(limits.command_rate, limits.command_burst, clock)
+        self._resume: IDelayedCall | None = None
+
+    def command(self) -> None:
+        """Count one command; past the rate, parse no more until a token is back."""
+        wait = self.bucket.take()
+        if wait and self._resume is None:
+            self.receiver.paused = True
+            self._resume = self.clock.callLater(wait, self._go)
+
+    def overflowing(self, held: int) -> bool:
+        """Whether C{held} bytes of unparsed input are more than a held client may have."""
+        return self._resume is not None and held > self.max_held
+
+    def stop(self) -> None:
+        if self._resume is not None and self._resume.active():
+            self._resume.cancel()
+        self._resume = None
+
+    def _go(self) -> None:
+        self._resume = None
+        self.receiver.paused = False
+        self.receiver.dataReceived(b"")
