@@ -54,6 +54,8 @@ class BinaryProtocol(IntNStringReceiver):
         self.host = host
         self.user: BinaryUser | None = None
         self.MAX_LENGTH = hub.limits.max_frame_length
+        # A client between commands is silent; past this it has gone.
+        self.idle_timeout: float | None = hub.limits.idle_timeout
         self._command: bytes | None = None
         self._args: list[bytes] = []
         self.lag = FakeLag(self, hub.limits, clock)

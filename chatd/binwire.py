@@ -27,6 +27,7 @@ FLOOD = "Too many commands!"
 # shutdown) is closed without one: its next read is a clean EOF rather than
 # a stray frame taken for the answer to its next command.
 CLOSING: dict[Ending, str] = {
+    Ending.SERVER_FULL: SERVER_FULL,
     Ending.FLOOD: FLOOD,
 }
 

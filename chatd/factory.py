@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IAddress, IReactorTime, ITCPTransport
+from collections import Counter
+from typing import Protocol as TypingProtocol
+
+from twisted.internet.interfaces import IAddress, IReactorTime, ITCPTransport, ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from chatd.binary import BinaryProtocol
 from chatd.bounded import BoundedTransport
-from chatd.hub import Hub
+from chatd.hub import Hub, User
 from chatd.line import LineProtocol
+from chatd.rules import Ending
 
 # A binary command frame opens with its little-endian length, 4 to 8; no
 # text line opens with a control byte other than white space.
@@ -28,34 +33,96 @@ def peer_host(transport: object) -> str:
     return str(getattr(peer, "host", None) or "local")
 
 
-class Sniffer(Protocol):
-    """One connection, bounded, handed on by its first byte to the right protocol."""
+class Session(TypingProtocol):
+    """What a connection needs of the protocol it hands its bytes to."""
+
+    user: User | None
+    idle_timeout: float | None
+
+    def makeConnection(self, transport: ITransport) -> None: ...
+
+    def dataReceived(self, data: bytes) -> None: ...
+
+    def connectionLost(self, reason: Failure | None = None) -> None: ...
+
+    def end(self, ending: Ending) -> None: ...
+
+
+class Sniffer(Protocol, TimeoutMixin):
+    """One connection: counted in, timed, bounded, and handed on by its first byte."""
 
     def __init__(self, factory: ChatFactory) -> None:
         self.factory = factory
-        self.inner: Protocol | None = None
+        self.inner: Session | None = None
+        self.host = "local"
+        self.served = False
+        self.greeted = False
+        self.callLater = factory.clock.callLater  # type: ignore[method-assign]
 
     def connectionMade(self) -> None:
         if ITCPTransport.providedBy(self.transport):
             # Replies are whole writes already; Nagle would only delay them.
             self.transport.setTcpNoDelay(True)
+            # A quiet line user's half-open socket is found by keepalive.
+            self.transport.setTcpKeepAlive(True)
         limits = self.factory.hub.limits
         self.bounded = BoundedTransport(self.transport, self.factory.clock, limits)
+        self.host = peer_host(self.transport)
+        self.served = self.factory.admit(self)
+        if self.served:
+            self.setTimeout(limits.handshake_timeout)
+        elif self.factory.may_wait():
+            # Turned away, but told so in its own protocol: wait a moment for
+            # the first byte to learn which.
+            self.setTimeout(limits.close_grace)
+        else:
+            self.end(Ending.SERVER_FULL)
 
     def dataReceived(self, data: bytes) -> None:
+        if not data:
+            return
         if self.inner is None:
-            self.inner = self.factory.protocolFor(data[0], self.transport)
-            self.inner.makeConnection(self.bounded)
+            self._start(self.factory.protocolFor(data[0], self.transport))
+            if not self.served:
+                self.end(Ending.SERVER_FULL)
+                return
+        assert self.inner is not None
         self.inner.dataReceived(data)
+        if self.greeted:
+            self.resetTimeout()
+        elif self.inner.user is not None:
+            # Past the handshake: a binary client may now be idle a while,
+            # a line user for ever.
+            self.greeted = True
+            self.setTimeout(self.inner.idle_timeout)
+
+    def timeoutConnection(self) -> None:
+        self.end(Ending.TIMEOUT if self.served else Ending.SERVER_FULL)
+
+    def end(self, ending: Ending) -> None:
+        """Close for a limit, told in the client's protocol: the line one if it said nothing."""
+        self.setTimeout(None)
+        if self.bounded.disconnecting:
+            return
+        if self.inner is None:
+            self._start(self.factory.line_protocol())
+        assert self.inner is not None
+        self.inner.end(ending)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        self.setTimeout(None)
         self.bounded.connectionLost()
         if self.inner is not None:
             self.inner.connectionLost(reason)
+        self.factory.forget(self)
+
+    def _start(self, inner: Session) -> None:
+        self.inner = inner
+        inner.makeConnection(self.bounded)
 
 
 class ChatFactory(Factory):
-    """Builds every connection of one server on one L{Hub}."""
+    """Builds every connection of one server on one L{Hub}, and counts them."""
 
     log = Logger()
     # One "Starting factory" line per endpoint says nothing useful.
@@ -64,11 +131,50 @@ class ChatFactory(Factory):
     def __init__(self, hub: Hub, clock: IReactorTime) -> None:
         self.hub = hub
         self.clock = clock
+        # Every open connection, and the served ones among them by peer host.
+        self.connections: set[Sniffer] = set()
+        self._served: Counter[str] = Counter()
 
     def buildProtocol(self, addr: IAddress) -> Protocol:
         return Sniffer(self)
 
-    def protocolFor(self, first: int, transport: object) -> Protocol:
+    def protocolFor(self, first: int, transport: object) -> Session:
         if is_binary_start(first):
             return BinaryProtocol(self.hub, peer_host(transport), self.clock)
+        return self.line_protocol()
+
+    def line_protocol(self) -> LineProtocol:
         return LineProtocol(self.hub, self.clock)
+
+    # Counting connections
+
+    def admit(self, connection: Sniffer) -> bool:
+        """Count a new connection in; whether the limits leave room to serve it."""
+        self.connections.add(connection)
+        limits = self.hub.limits
+        host = connection.host
+        if self._served.total() >= limits.max_connections:
+            self.log.warn("server full: turning {host} away", host=host)
+            return False
+        if self._served[host] >= limits.max_connections_per_host:
+            self.log.warn("host {host} has all its connections: turning it away", host=host)
+            return False
+        self._served[host] += 1
+        return True
+
+    def may_wait(self) -> bool:
+        """Whether a turned-away connection may wait for its first byte.
+
+        Those waiting are bounded too, so a connection storm cannot run the
+        server out of file descriptors: past the bound, they are told in the
+        line form at once.
+        """
+        waiting = len(self.connections) - self._served.total()
+        return waiting <= self.hub.limits.max_connections
+
+    def forget(self, connection: Sniffer) -> None:
+        self.connections.discard(connection)
+        if connection.served:
+            self._served[connection.host] -= 1
+            if not self._served[connection.host]:
+                del self._served[connection.host]

@@ -26,6 +26,9 @@ class LineProtocol(LineReceiver):
 
     log = Logger()
     delimiter = b"\n"
+    # A line user may read quietly for as long as it likes; a half-open
+    # socket is found by TCP keepalive, or by the output backlog bound.
+    idle_timeout: float | None = None
 
     def __init__(self, hub: Hub, clock: IReactorTime) -> None:
         self.hub = hub

@@ -19,6 +19,8 @@ HELP: tuple[tuple[str, str], ...] = (
 
 # The human text after each limit's code in the error that ends a connection.
 CLOSING: dict[Ending, str] = {
+    Ending.SERVER_FULL: "the server is full; try again later",
+    Ending.TIMEOUT: "no !nick in time",
     Ending.FLOOD: "too many commands; slow down",
 }
 

@@ -22,6 +22,10 @@ class Limits:
     line_flush: float = 0.3
     max_frame_length: int = 1024
     # Section 5: what one client may take of a server; README.limits.md says why.
+    max_connections: int = 500
+    max_connections_per_host: int = 16
+    handshake_timeout: float = 30.0
+    idle_timeout: float = 60.0
     command_rate: float = 4.0
     command_burst: int = 10
     max_input_backlog: int = 16 * 1024
@@ -39,6 +43,8 @@ class Limits:
 class Ending(Enum):
     """Why chatd ends a connection for a limit; the value is the line error code."""
 
+    SERVER_FULL = "server-full"
+    TIMEOUT = "timeout"
     FLOOD = "flood"
 
 

@@ -39,6 +39,14 @@ class Options(usage.Options):
          "Seconds after which an unterminated line counts as complete.", float],
         ["max-frame-length", None, _LIMITS.max_frame_length,
          "Most bytes in a frame of the binary protocol.", int],
+        ["max-connections", None, _LIMITS.max_connections,
+         "Most connections served at once; more are told the server is full.", int],
+        ["max-connections-per-host", None, _LIMITS.max_connections_per_host,
+         "Most connections served at once from one peer host.", int],
+        ["handshake-timeout", None, _LIMITS.handshake_timeout,
+         "Seconds a connection has to send !nick or register.", float],
+        ["idle-timeout", None, _LIMITS.idle_timeout,
+         "Seconds a registered binary connection may be silent.", float],
         ["command-rate", None, _LIMITS.command_rate,
          "Commands a second one connection may send past its burst; more wait.", float],
         ["command-burst", None, _LIMITS.command_burst,
@@ -75,6 +83,8 @@ class Options(usage.Options):
             ("max-message-length", 1),
             ("max-line-length", 16),
             ("max-frame-length", 8),
+            ("max-connections", 1),
+            ("max-connections-per-host", 1),
             ("command-burst", 1),
             ("max-input-backlog", self.limits().whole_command()),
             ("max-output-backlog", 1),
@@ -84,7 +94,13 @@ class Options(usage.Options):
         ]:
             if self[name] < least:
                 raise usage.UsageError(f"--{name} must be at least {least}")
-        for name in ["line-flush", "command-rate", "close-grace"]:
+        for name in [
+            "line-flush",
+            "handshake-timeout",
+            "idle-timeout",
+            "command-rate",
+            "close-grace",
+        ]:
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be more than 0")
 

@@ -41,6 +41,114 @@ class Events:
         return [e.get("log_format") or "" for e in self.events]
 
 
+class ConnectionLimitTests(SynchronousTestCase):
+    def test_total(self) -> None:
+        server = Server(max_connections=2)
+        nick(server, "a", port=1)
+        register(server, b"b", port=2)
+        late = server.connect(port=3)
+        late.send(b"!nick c\n")
+        self.assertEqual(late.lines(), ["!error server-full the server is full; try again later"])
+        self.assertTrue(late.closed)
+        self.assertEqual(server.hub.names(), ["a", "b"])
+
+    def test_binary_told_in_a_frame(self) -> None:
+        server = Server(max_connections=1)
+        nick(server, "a")
+        late = server.connect(port=3)
+        late.send(command(b"register", b"b"))
+        self.assertEqual(late.frames(), [b"Server is full!"])
+        self.assertTrue(late.closed)
+
+    def test_silent_told_in_line_form_after_grace(self) -> None:
+        server = Server(max_connections=1, close_grace=1.0)
+        nick(server, "a")
+        late = server.connect(port=3)
+        server.clock.advance(0.9)
+        self.assertEqual(late.take(), b"")
+        server.clock.advance(0.1)
+        self.assertEqual(late.lines(), ["!error server-full the server is full; try again later"])
+        server.clock.advance(1.0)
+        self.assertTrue(aborted(late))
+
+    def test_per_host(self) -> None:
+        server = Server(max_connections_per_host=2)
+        nick(server, "a", port=1)
+        nick(server, "b", port=2)
+        late = server.connect(port=3)
+        late.send(b"!nick c\n")
+        self.assertEqual(late.lines()[0].split()[:2], ["!error", "server-full"])
+        nick(server, "c", host="10.0.0.9")
+
+    def test_closing_frees_a_place(self) -> None:
+        server = Server(max_connections=1)
+        first = nick(server, "a")
+        first.close()
+        nick(server, "b")
+        self.assertEqual(server.factory.connections.__len__(), 1)
+
+    def test_turned_away_waiting_is_bounded(self) -> None:
+        """Past as many waiting as served, the turned-away are told at once."""
+        server = Server(max_connections=1)
+        nick(server, "a", port=1)
+        waiting = server.connect(port=2)
+        self.assertEqual(waiting.take(), b"")
+        storm = server.connect(port=3)
+        self.assertEqual(storm.lines()[0].split()[:2], ["!error", "server-full"])
+        self.assertTrue(storm.closed)
+
+
+class TimeoutTests(SynchronousTestCase):
+    def test_line_handshake(self) -> None:
+        server = Server(handshake_timeout=5.0, close_grace=1.0)
+        client = server.connect()
+        client.send(b"!help\n")
+        client.take()
+        server.clock.advance(4.9)
+        client.send(b"!help\n")
+        client.take()
+        # Activity does not stretch the handshake.
+        server.clock.advance(0.1)
+        self.assertEqual(client.lines(), ["!error timeout no !nick in time"])
+        self.assertTrue(client.closed)
+        server.clock.advance(1.0)
+        self.assertTrue(aborted(client))
+
+    def test_silent_connection_told_in_line_form(self) -> None:
+        server = Server(handshake_timeout=5.0)
+        client = server.connect()
+        server.clock.advance(5.0)
+        self.assertEqual(client.lines(), ["!error timeout no !nick in time"])
+
+    def test_line_user_may_read_quietly(self) -> None:
+        server = Server(handshake_timeout=5.0, idle_timeout=5.0)
+        client = nick(server, "a")
+        server.clock.advance(3600)
+        self.assertFalse(client.closed)
+        self.assertEqual(server.clock.getDelayedCalls(), [])
+
+    def test_binary_handshake_is_silent(self) -> None:
+        server = Server(handshake_timeout=5.0)
+        client = server.connect()
+        client.send(command(b"users"))
+        client.take()
+        server.clock.advance(5.0)
+        self.assertEqual(client.take(), b"")
+        self.assertTrue(client.closed)
+
+    def test_binary_idle(self) -> None:
+        server = Server(handshake_timeout=5.0, idle_timeout=10.0)
+        client = register(server, b"bob")
+        server.clock.advance(9.0)
+        client.send(command(b"users"))
+        server.clock.advance(9.0)
+        self.assertFalse(client.closed)
+        server.clock.advance(1.0)
+        self.assertTrue(client.closed)
+        # Going offline is not logging out.
+        self.assertEqual(server.hub.names(), ["bob"])
+
+
 class FloodTests(SynchronousTestCase):
     def test_burst_then_rate(self) -> None:
         server = Server(command_rate=2.0, command_burst=3)
