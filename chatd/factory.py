@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Protocol as TypingProtocol
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IReactorTime, ITCPTransport, ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -134,6 +135,7 @@ class ChatFactory(Factory):
         # Every open connection, and the served ones among them by peer host.
         self.connections: set[Sniffer] = set()
         self._served: Counter[str] = Counter()
+        self._drained: list[Deferred[None]] = []
 
     def buildProtocol(self, addr: IAddress) -> Protocol:
         return Sniffer(self)
@@ -178,3 +180,23 @@ class ChatFactory(Factory):
             self._served[connection.host] -= 1
             if not self._served[connection.host]:
                 del self._served[connection.host]
+        if not self.connections:
+            drained, self._drained = self._drained, []
+            for d in drained:
+                d.callback(None)
+
+    # Shutting down
+
+    def shutdown(self) -> Deferred[None]:
+        """End every connection, telling each client why.
+
+        @return: fires once all are gone, which is within C{close_grace}: a
+            connection that has not closed by then is aborted.
+        """
+        for connection in list(self.connections):
+            connection.end(Ending.SERVER_SHUTDOWN)
+        if not self.connections:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        return d

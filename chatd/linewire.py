@@ -22,6 +22,7 @@ CLOSING: dict[Ending, str] = {
     Ending.SERVER_FULL: "the server is full; try again later",
     Ending.TIMEOUT: "no !nick in time",
     Ending.FLOOD: "too many commands; slow down",
+    Ending.SERVER_SHUTDOWN: "the server is shutting down",
 }
 
 

@@ -46,6 +46,7 @@ class Ending(Enum):
     SERVER_FULL = "server-full"
     TIMEOUT = "timeout"
     FLOOD = "flood"
+    SERVER_SHUTDOWN = "server-shutdown"
 
 
 class ChatError(Exception):

@@ -6,7 +6,8 @@ from dataclasses import fields
 from typing import Any
 
 from twisted.application import strports
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
@@ -108,6 +109,17 @@ class Options(usage.Options):
         return Limits(**{f.name: self[f.name.replace("_", "-")] for f in fields(Limits)})
 
 
+class Draining(Service):
+    """Ends every connection when the server stops, so that it exits promptly."""
+
+    def __init__(self, factory: ChatFactory) -> None:
+        self.factory = factory
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.factory.shutdown()
+
+
 def makeService(config: Options, reactor: IReactorTime | None = None) -> MultiService:
     """One hub, served on every endpoint of C{config["ports"]}."""
     if reactor is None:
@@ -116,6 +128,8 @@ def makeService(config: Options, reactor: IReactorTime | None = None) -> MultiSe
         reactor = _reactor  # type: ignore[assignment]
     factory = ChatFactory(Hub(config.limits()), reactor)  # type: ignore[arg-type]
     top = MultiService()
+    # Added first, stopped last: the ports stop accepting before it says goodbye.
+    Draining(factory).setServiceParent(top)
     for description in config["ports"]:
         strports.service(description, factory, reactor=reactor).setServiceParent(top)
     return top

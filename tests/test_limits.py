@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.application.service import MultiService
 from twisted.logger import globalLogPublisher
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatd import binwire
+from chatd.tap import Draining, Options, makeService
 from tests.support import Client, Server, command
 
 
@@ -335,3 +338,56 @@ class MailboxTests(SynchronousTestCase):
                 line.lines()[-1], "!error mailbox-full mailbox full, not delivered to: bob"
             )
         self.assertFalse(line.closed)
+
+
+class ShutdownTests(SynchronousTestCase):
+    def test_everyone_told_and_gone(self) -> None:
+        server = Server(close_grace=2.0)
+        line = nick(server, "a", port=1)
+        binary = register(server, b"b", port=2)
+        silent = server.connect(port=3)
+        line.take()
+        done = server.factory.shutdown()
+        self.assertEqual(line.lines(), ["!error server-shutdown the server is shutting down"])
+        self.assertEqual(binary.take(), b"")
+        self.assertEqual(silent.lines(), ["!error server-shutdown the server is shutting down"])
+        self.assertTrue(all(c.closed for c in (line, binary, silent)))
+        self.assertNoResult(done)
+        line.close()
+        binary.close()
+        server.clock.advance(2.0)
+        self.assertTrue(aborted(silent))
+        silent.close()
+        self.successResultOf(done)
+
+    def test_nobody_there(self) -> None:
+        self.successResultOf(Server().factory.shutdown())
+
+    def test_service_drains_after_ports(self) -> None:
+        config = Options()
+        config.parseOptions(["--port", "tcp:0:interface=127.0.0.1"])
+        top = makeService(config)
+        self.assertIsInstance(top, MultiService)
+        self.assertIsInstance(list(top)[0], Draining)
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_every_limit_an_option(self) -> None:
+        config = Options()
+        config.parseOptions(
+            ["--max-connections", "7", "--command-rate", "0.5", "--close-grace", "1"]
+        )
+        limits = config.limits()
+        self.assertEqual(
+            (limits.max_connections, limits.command_rate, limits.close_grace), (7, 0.5, 1.0)
+        )
+
+    def test_input_backlog_holds_a_command(self) -> None:
+        config = Options()
+        self.assertRaises(
+            usage.UsageError, config.parseOptions, ["--max-input-backlog", "1000"]
+        )
+
+    def test_times_positive(self) -> None:
+        for name in ("--handshake-timeout", "--idle-timeout", "--command-rate", "--close-grace"):
+            self.assertRaises(usage.UsageError, Options().parseOptions, [name, "0"])
