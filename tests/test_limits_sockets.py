@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import datetime
 import socket
 import time
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
+from twisted.internet.endpoints import SSL4ClientEndpoint
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
+from twisted.python.filepath import FilePath
 from twisted.trial.unittest import TestCase
 
 from tests.loopback import Loopback, Peer, frame_count
@@ -197,4 +205,65 @@ class StateLimitTests(TestCase):
         bob.send(command(b"receive"))
         await bob.until(frame_count(3))
         self.assertEqual(bob.frames(), [b"1", b"eve", b"one"])
+
+
+def self_signed(directory: FilePath) -> tuple[str, bytes]:
+    """A key and a certificate for localhost in C{directory}: its strports options, its PEM."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_file, cert_file = directory.child("key.pem"), directory.child("cert.pem")
+    key_file.setContent(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_file.setContent(pem)
+    return f"privateKey={key_file.path}:certKey={cert_file.path}", pem
+
+
+class TLSTests(TestCase):
+    async def test_both_protocols_over_tls(self) -> None:
+        directory = FilePath(self.mktemp())
+        directory.makedirs()
+        options, pem = self_signed(directory)
+        server = await Loopback(self, handshake_timeout=0.5).listen(
+            f"ssl:0:interface=127.0.0.1:{options}"
+        )
+        tls = optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(pem))
+
+        def endpoint() -> SSL4ClientEndpoint:
+            return SSL4ClientEndpoint(reactor, "127.0.0.1", server.port, tls)
+
+        liz = await server.connect(endpoint=endpoint())
+        liz.send(b"!nick liz\n")
+        await liz.until_received(b"!users 1 liz\n")
+        bob = await server.connect(endpoint=endpoint())
+        bob.send(command(b"register", b"bob"))
+        await bob.until(frame_count(1))
+        # !sendto has no answer: the !users after it shows it was handled.
+        liz.send(b"!sendto bob hi\n!users\n")
+        await liz.until_received(b"!users 2 liz bob\n")
+        bob.send(command(b"receive") + command(b"sendall", b"yo"))
+        await bob.until(frame_count(5))
+        self.assertEqual(bob.frames()[1:], [b"1", b"liz", b"hi", b"Message added to storage!"])
+        await liz.until_received(b"!msg bob yo\n")
+        # The limits hold over TLS too: a client that never says a word.
+        silent = await server.connect(endpoint=endpoint())
+        await silent.until_gone()
+        self.assertEqual(bytes(silent.received), b"!error timeout no !nick in time\n")
 
