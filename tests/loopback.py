@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import re
 import struct
+import sys
 from typing import Any, Callable
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serverFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
@@ -20,6 +23,8 @@ from tests.support import parse_frames
 
 # How long a test waits for bytes that should come at once.
 PATIENCE = 5.0
+# The checkout these tests belong to, for a chatd run as a child process.
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Peer(Protocol):
@@ -133,3 +138,42 @@ def _abort(peer: Peer) -> Deferred[None]:
         peer.transport.abortConnection()  # type: ignore[attr-defined]
     return peer.gone
 
+
+class Chatd(ProcessProtocol):
+    """C{twistd -n chatd} as a child process, on an ephemeral port it reports."""
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.listening: Deferred[int] = Deferred()
+        # Fires with the exit: ProcessDone, or ProcessTerminated and its signal.
+        self.ended: Deferred[Exception] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        found = re.search(rb"starting on (\d+)", self.output)
+        if found and not self.listening.called:
+            self.listening.callback(int(found.group(1)))
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(reason.value)  # type: ignore[arg-type]
+
+
+async def spawn_chatd(case: TestCase, *options: str) -> tuple[Chatd, int]:
+    """Start chatd from this checkout under twistd; its process protocol and port."""
+    chatd = Chatd()
+    argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            "-n", "--pidfile=", "--logfile=-", "chatd",
+            "--port", "tcp:0:interface=127.0.0.1", *options]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": CHECKOUT}
+    process = reactor.spawnProcess(chatd, sys.executable, argv, env=env, path=CHECKOUT)  # type: ignore[attr-defined]
+
+    def kill() -> Deferred[Exception]:
+        if not chatd.ended.called:
+            process.signalProcess("KILL")
+        return chatd.ended
+
+    case.addCleanup(kill)
+    port = await chatd.listening.addTimeout(10, reactor)  # type: ignore[arg-type]
+    return chatd, port

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import signal
 import socket
 import time
 from typing import Any
@@ -19,7 +20,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import TestCase
 
-from tests.loopback import Loopback, Peer, frame_count
+from tests.loopback import Loopback, Peer, frame_count, spawn_chatd
 from tests.support import command
 
 FULL = b"!error server-full the server is full; try again later\n"
@@ -267,3 +268,28 @@ class TLSTests(TestCase):
         await silent.until_gone()
         self.assertEqual(bytes(silent.received), b"!error timeout no !nick in time\n")
 
+
+class SigtermTests(TestCase):
+    async def test_told_closed_and_gone_in_seconds(self) -> None:
+        chatd, port = await spawn_chatd(self, "--close-grace", "1")
+        server = Loopback(self)
+        server.port = port
+        # Accepted in turn: once the others are served, so is the silent one.
+        silent = await server.connect()
+        line = await named(server, "liz")
+        binary = await registered(server, b"bob")
+        await line.until_received(b"!joined bob\n")
+        line.take()
+        started = time.monotonic()
+        chatd.transport.signalProcess("TERM")  # type: ignore[union-attr]
+        for peer in (line, binary, silent):
+            await peer.until_gone()
+        ended = await chatd.ended.addTimeout(5, reactor)  # type: ignore[arg-type]
+        self.assertLess(time.monotonic() - started, 3.0)
+        # twistd stops cleanly, then ends by the signal it was sent.
+        self.assertEqual(ended.signal, signal.SIGTERM)  # type: ignore[attr-defined]
+        self.assertIn(b"Server Shut Down.", chatd.output)
+        shutdown = b"!error server-shutdown the server is shutting down\n"
+        self.assertEqual(bytes(line.received), shutdown)
+        self.assertEqual(bytes(binary.received), b"")
+        self.assertEqual(bytes(silent.received), shutdown)
