@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import signal
 import socket
+import tempfile
 import time
 from typing import Any
 
@@ -239,8 +240,8 @@ def self_signed(directory: FilePath) -> tuple[str, bytes]:
 
 class TLSTests(TestCase):
     async def test_both_protocols_over_tls(self) -> None:
-        directory = FilePath(self.mktemp())
-        directory.makedirs()
+        directory = FilePath(tempfile.mkdtemp())
+        self.addCleanup(directory.remove)
         options, pem = self_signed(directory)
         server = await Loopback(self, handshake_timeout=0.5).listen(
             f"ssl:0:interface=127.0.0.1:{options}"
