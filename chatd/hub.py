@@ -206,9 +206,12 @@ class Hub:
             raise MailboxFull([receiver.name])
 
     def _post(self, receiver: BinaryUser, sender: str, text: str) -> bool:
-        """Queue mail for C{receiver}; whether its mailbox had room."""
+        """Queue mail for C{receiver}; whether its mailbox had room.
+
+        A full mailbox is not logged: the sender is told, and one broadcast
+        could otherwise log a line for every full mailbox on the server.
+        """
         if len(receiver.mailbox) >= self.limits.mailbox_size:
-            self.log.info("mailbox of {name} is full", name=receiver.name)
             return False
         receiver.mailbox.append((sender, text))
         return True
