@@ -201,4 +201,7 @@ class BinaryProtocol(IntNStringReceiver):
 
     def _close(self, reason: str) -> None:
         self.log.info("closing {peer}: {reason}", peer=self.transport.getPeer(), reason=reason)
+        # Parse nothing more, not even the rest of the read in hand: a
+        # flooder's read can hold thousands of frames.
+        self.paused = True
         self.transport.loseConnection()

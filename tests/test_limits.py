@@ -213,6 +213,19 @@ class FloodTests(SynchronousTestCase):
         self.assertEqual(client.frames()[-1], binwire.FLOOD.encode())
         self.assertTrue(client.closed)
 
+    def test_nothing_parsed_after_a_refusal(self) -> None:
+        """A flooder's read can hold thousands of frames: after a refusal, none is parsed."""
+        server = Server()
+        client = server.connect()
+        client.send(command(b"register", b"a"))
+        inner = client.protocol.inner
+        parsed: list[bytes] = []
+        original = inner.stringReceived
+        inner.stringReceived = lambda data: (parsed.append(data), original(data))[1]
+        client.send(command(b"bogus") + command(b"users") * 1000)
+        self.assertEqual(parsed, [b"bogus"])
+        self.assertTrue(client.closed)
+
     def test_binary_commands_delayed(self) -> None:
         server = Server(command_rate=1.0, command_burst=2)
         client = register(server, b"bob")
