@@ -66,8 +66,7 @@ class BinaryProtocol(IntNStringReceiver):
         if self.transport.disconnecting:
             return
         super().dataReceived(data)
-        if self.lag.overflowing(len(self._unprocessed)):
-            self.end(Ending.FLOOD)
+        self.lag.check(len(self._unprocessed))
 
     def stringReceived(self, data: bytes) -> None:
         if self.transport.disconnecting:

@@ -6,7 +6,7 @@ from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from chatd.rules import Limits
+from chatd.rules import Ending, Limits
 
 
 class TokenBucket:
@@ -36,6 +36,8 @@ class Pauseable(Protocol):
 
     def dataReceived(self, data: bytes) -> None: ...
 
+    def end(self, ending: Ending) -> None: ...
+
 
 class FakeLag:
     """Holds a connection's commands past its burst, parsing on at the command rate.
@@ -58,9 +60,10 @@ class FakeLag:
             self.receiver.paused = True
             self._resume = self.clock.callLater(wait, self._go)
 
-    def overflowing(self, held: int) -> bool:
-        """Whether C{held} bytes of unparsed input are more than a held client may have."""
-        return self._resume is not None and held > self.max_held
+    def check(self, held: int) -> None:
+        """End a held connection whose unparsed input, C{held} bytes, is over the bound."""
+        if self._resume is not None and held > self.max_held:
+            self.receiver.end(Ending.FLOOD)
 
     def stop(self) -> None:
         if self._resume is not None and self._resume.active():

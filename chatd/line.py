@@ -60,9 +60,8 @@ class LineProtocol(LineReceiver):
         if b"\n" in data:
             self._seen_lf = True
         super().dataReceived(data)
-        if self.lag.overflowing(len(self._buffer)):
-            self.end(Ending.FLOOD)
-        elif self._buffer and not self.transport.disconnecting and not self.paused:
+        self.lag.check(len(self._buffer))
+        if self._buffer and not self.transport.disconnecting and not self.paused:
             self._flush = self.clock.callLater(
                 self.hub.limits.line_flush, self._flushPartial
             )
