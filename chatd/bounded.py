@@ -77,7 +77,7 @@ class BoundedTransport:
 
     def abortConnection(self) -> None:
         self.disconnecting = True
-        self.connectionLost()
+        self._cancel_abort()
         self._unregister()
         self.transport.abortConnection()  # type: ignore[attr-defined]
 
@@ -89,9 +89,7 @@ class BoundedTransport:
 
     def connectionLost(self) -> None:
         """The connection is gone: no abort is due any more."""
-        if self._abort is not None and self._abort.active():
-            self._abort.cancel()
-        self._abort = None
+        self._cancel_abort()
 
     # IPushProducer, as the transport's producer
 
@@ -105,6 +103,11 @@ class BoundedTransport:
     def stopProducing(self) -> None:
         # The transport is gone and has dropped its producer.
         self._registered = False
+
+    def _cancel_abort(self) -> None:
+        if self._abort is not None and self._abort.active():
+            self._abort.cancel()
+        self._abort = None
 
     def _unregister(self) -> None:
         if self._registered:
