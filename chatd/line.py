@@ -41,15 +41,19 @@ class LineProtocol(LineReceiver):
         if self._flush is not None and self._flush.active():
             self._flush.cancel()
         self._flush = None
+        # A read with an LF in it shows a client that ends its lines: what
+        # it has buffered is the head of a line, never a whole command.
+        if b"\n" in data:
+            self._seen_lf = True
         # A client that has never ended a line sends one command per send(),
         # as PyChat's own client does: a read that starts a new command ends
         # the pending one.
         if not self._seen_lf and data[:1] == b"!" and self._buffer:
             self._flushPartial()
-        if b"\n" in data:
-            self._seen_lf = True
         super().dataReceived(data)
-        if self._buffer and not self.transport.disconnecting:
+        # Only a client that has never ended a line is flushed by the clock;
+        # once one has, a partial line waits for its LF however slow it is.
+        if self._buffer and not self._seen_lf and not self.transport.disconnecting:
             self._flush = self.clock.callLater(
                 self.hub.limits.line_flush, self._flushPartial
             )
