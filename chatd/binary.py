@@ -53,6 +53,12 @@ class BinaryProtocol(IntNStringReceiver):
 
     # Framing
 
+    def dataReceived(self, data: bytes) -> None:
+        # After a refusal nothing more is read: an over-long frame stays in
+        # the buffer and would otherwise be refused again with each segment.
+        if not self.transport.disconnecting:
+            super().dataReceived(data)
+
     def stringReceived(self, data: bytes) -> None:
         if self.transport.disconnecting:
             return
