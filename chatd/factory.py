@@ -40,6 +40,8 @@ class Sniffer(Protocol):
             self.transport.setTcpNoDelay(True)
 
     def dataReceived(self, data: bytes) -> None:
+        if not data:
+            return
         if self.inner is None:
             self.inner = self.factory.protocolFor(data[0], self.transport)
             self.inner.makeConnection(self.transport)
