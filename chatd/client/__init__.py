@@ -13,6 +13,9 @@ The library speaks ASVT-chat's binary protocol (PROTOCOL.md section 4)::
 
 L{connect} gives the same commands as Deferreds, for Twisted programs.
 Refusals raise a L{ChatdError} whose message is the server's reply.
+
+The terminal client, C{chatd-client} or C{python -m chatd.client}, speaks
+PyChat's line protocol; it lives in L{chatd.client.terminal}.
 """
 
 from chatd.client.binary import DEFAULT_PORT, BinaryClientProtocol, connect
