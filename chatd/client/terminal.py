@@ -93,8 +93,8 @@ class Chat:
 
     def __init__(self, reactor: IReactorTCP | IReactorTime, host: str, port: int) -> None:
         self.reactor = reactor
-        self.where = f"{host}:{port}"
         self.host, self.port = host, port
+        self.where = f"{host}:{port}"
         self._client: LineClient | None = None
         self.screen = Screen(self._prompt, self._status, self._words)
         self._leaving = False
@@ -118,7 +118,6 @@ class Chat:
                 return 1
             except Leave:
                 await self._leave()
-                return 0
         return 0
 
     # Phases
