@@ -12,6 +12,7 @@ from twisted.internet.testing import StringTransport
 from chatd.factory import ChatFactory
 from chatd.hub import Hub
 from chatd.rules import Limits
+from chatd.store import Store
 
 
 def frame(payload: bytes) -> bytes:
@@ -41,9 +42,11 @@ def parse_frames(data: bytes) -> list[bytes]:
 class Server:
     """One chatd factory and clock, with connections made over StringTransports."""
 
-    def __init__(self, **limits: Any) -> None:
-        self.clock = Clock()
-        self.hub = Hub(Limits(**limits))
+    def __init__(
+        self, store: Store | None = None, clock: Clock | None = None, **limits: Any
+    ) -> None:
+        self.clock = clock or Clock()
+        self.hub = Hub(Limits(**limits), store)
         self.factory = ChatFactory(self.hub, self.clock)
 
     def connect(self, host: str = "127.0.0.1", port: int = 40000) -> Client:
