@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 import struct
+import tempfile
 from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
 
 from chatd.factory import ChatFactory
 from chatd.hub import Hub
@@ -91,3 +94,13 @@ class Client:
         from twisted.python.failure import Failure
 
         self.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+def temporary_directory(case: SynchronousTestCase) -> str:
+    """A new directory outside the checkout, removed after the test.
+
+    (Under pytest, C{mktemp} makes its paths below the current directory.)
+    """
+    directory = tempfile.mkdtemp(prefix="chatd-test-")
+    case.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+    return directory
