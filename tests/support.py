@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import struct
 import tempfile
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -16,6 +18,8 @@ from chatd.factory import ChatFactory
 from chatd.hub import Hub
 from chatd.rules import Limits
 from chatd.store import Store
+
+_T = TypeVar("_T")
 
 
 def frame(payload: bytes) -> bytes:
@@ -104,3 +108,43 @@ def temporary_directory(case: SynchronousTestCase) -> str:
     directory = tempfile.mkdtemp(prefix="chatd-test-")
     case.addCleanup(shutil.rmtree, directory, ignore_errors=True)
     return directory
+
+
+class InlineWorker:
+    """Runs database work at once, in the test's thread; can be told to fail."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.failures = 0
+
+    def run(self, work: Callable[[], _T]) -> Deferred[_T]:
+        self.runs += 1
+        if self.failures:
+            self.failures -= 1
+            return fail(sqlite3.OperationalError("database or disk is full"))
+        return maybeDeferred(work)
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class HeldWorker(InlineWorker):
+    """Holds database work until the test releases it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[tuple[Callable[[], object], Deferred[object]]] = []
+
+    def run(self, work: Callable[[], _T]) -> Deferred[_T]:
+        self.runs += 1
+        d: Deferred[_T] = Deferred()
+        self.held.append((work, d))  # type: ignore[arg-type]
+        return d
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for work, d in held:
+            d.callback(work())

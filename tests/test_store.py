@@ -4,58 +4,20 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from typing import Callable, TypeVar
-
-from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatd import binwire
 from chatd.database import open_database
 from chatd.store import SqliteStore
-from tests.support import Client, Server, command, temporary_directory
-
-_T = TypeVar("_T")
-
-
-class InlineWorker:
-    """Runs database work at once, in the test's thread; can be told to fail."""
-
-    def __init__(self) -> None:
-        self.runs = 0
-        self.failures = 0
-
-    def run(self, work: Callable[[], _T]) -> Deferred[_T]:
-        self.runs += 1
-        if self.failures:
-            self.failures -= 1
-            return fail(sqlite3.OperationalError("database or disk is full"))
-        return maybeDeferred(work)
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-
-class HeldWorker(InlineWorker):
-    """Holds database work until the test releases it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.held: list[tuple[Callable[[], object], Deferred[object]]] = []
-
-    def run(self, work: Callable[[], _T]) -> Deferred[_T]:
-        self.runs += 1
-        d: Deferred[_T] = Deferred()
-        self.held.append((work, d))  # type: ignore[arg-type]
-        return d
-
-    def release(self) -> None:
-        held, self.held = self.held, []
-        for work, d in held:
-            d.callback(work())
+from tests.support import (
+    Client,
+    HeldWorker,
+    InlineWorker,
+    Server,
+    command,
+    temporary_directory,
+)
 
 
 class StoreTestCase(SynchronousTestCase):
