@@ -17,7 +17,7 @@ from importlib.resources import files
 
 from twisted.logger import Logger
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 log = Logger()
 

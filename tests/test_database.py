@@ -7,11 +7,19 @@ import sqlite3
 from contextlib import closing, contextmanager
 from typing import Iterator
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatd.database import SCHEMA_VERSION, UnusableDatabase, open_database, schema_version
+from chatd.database import (
+    SCHEMA_VERSION,
+    UnusableDatabase,
+    create_schema,
+    open_database,
+    schema_version,
+)
+from chatd.store import KeptUser, SqliteStore
 from chatd.tap import Options, makeService
-from tests.support import temporary_directory
+from tests.support import InlineWorker, temporary_directory
 
 NOBODY = 65534
 
@@ -108,6 +116,56 @@ class OpenTests(SynchronousTestCase):
         with closing(sqlite3.connect(self.path, isolation_level=None)) as other:
             other.execute("BEGIN IMMEDIATE")
             self.assertIn("locked", self.refused(self.path, timeout=0.1))
+
+
+def schema(db: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    return db.execute(
+        "SELECT type, name, sql FROM sqlite_master ORDER BY type, name"
+    ).fetchall()
+
+
+class UpgradeTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.directory = temporary_directory(self)
+        self.path = os.path.join(self.directory, "chatd.sqlite")
+        with closing(sqlite3.connect(self.path, isolation_level=None)) as db:
+            create_schema(db, 1)
+            db.executescript(
+                """
+                INSERT INTO users (id, name, host) VALUES (1, 'bob', '10.0.0.1');
+                INSERT INTO users (id, name, host) VALUES (2, 'alice', '10.0.0.2');
+                INSERT INTO mail (id, receiver, sender, text) VALUES (1, 1, 'alice', 'one');
+                INSERT INTO mail (id, receiver, sender, text) VALUES (2, 2, 'carol', 'x');
+                INSERT INTO mail (id, receiver, sender, text) VALUES (3, 1, 'alice', 'two');
+                """
+            )
+
+    def test_version_1(self) -> None:
+        """A version 1 database is upgraded in place, its users and mail kept."""
+        with closing(open_database(self.path)) as db:
+            self.assertEqual(schema_version(db), SCHEMA_VERSION)
+            kept = SqliteStore(db, Clock(), InlineWorker()).load()
+        self.assertEqual(
+            kept,
+            [
+                KeptUser(1, "bob", "10.0.0.1", [("alice", "one"), ("alice", "two")]),
+                KeptUser(2, "alice", "10.0.0.2", [("carol", "x")]),
+            ],
+        )
+
+    def test_same_as_new(self) -> None:
+        """An upgraded database has the tables and indexes of a new one."""
+        with closing(open_database(self.path)) as upgraded, closing(
+            open_database(":memory:")
+        ) as new:
+            self.assertEqual(schema(upgraded), schema(new))
+
+    def test_backup(self) -> None:
+        """The database as it was is kept beside it before the upgrade."""
+        open_database(self.path).close()
+        with closing(sqlite3.connect(f"{self.path}-backup-v1")) as backup:
+            self.assertEqual(schema_version(backup), 1)
+            self.assertEqual(backup.execute("SELECT count(*) FROM mail").fetchone(), (3,))
 
 
 class TapTests(SynchronousTestCase):
