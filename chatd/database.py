@@ -1,10 +1,12 @@
 """The SQLite file behind C{--database}: opened, created and upgraded by chatd.
 
-As magic-wormhole-mailbox-server does it: a full schema file for each version
-(C{schema/vN.sql}) and an upgrade file for each step (C{schema/upgrade-to-vN.sql});
-a new database is built under a temporary name and renamed into place, so a
-failed start leaves nothing half made; an old one is backed up before it is
-upgraded. C{":memory:"} gives a fresh database for tests.
+Much as magic-wormhole-mailbox-server does it: versioned schema files, the
+first version in C{schema/v1.sql} and each later one as a step,
+C{schema/upgrade-to-vN.sql}. A new database is built by the same steps as an
+old one is upgraded, so the two cannot differ; it is built under a temporary
+name and renamed into place, so a failed start leaves nothing half made. An
+old database is backed up before it is upgraded. C{":memory:"} gives a fresh
+database for tests.
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ def open_database(path: str, timeout: float = 5.0) -> sqlite3.Connection:
 
 
 def create_schema(db: sqlite3.Connection, version: int = SCHEMA_VERSION) -> None:
-    """Build the tables of schema C{version} in an empty database."""
-    _run_script(db, f"v{version}.sql", version)
+    """Build schema C{version} in an empty database: version 1, then each step."""
+    _run_script(db, "v1.sql", 1)
+    _steps(db, 1, version)
 
 
 def schema_version(db: sqlite3.Connection) -> int:
@@ -121,14 +124,12 @@ def _upgrade(db: sqlite3.Connection, path: str) -> None:
             with closing(sqlite3.connect(backup)) as copy:
                 db.backup(copy)
             log.info("kept a copy of {path} as {backup}", path=path, backup=backup)
-        while version < SCHEMA_VERSION:
-            version += 1
-            _run_script(db, f"upgrade-to-v{version}.sql", version)
-            log.info("upgraded {path} to schema version {version}", path=path, version=version)
+        _steps(db, version, SCHEMA_VERSION)
     except (OSError, sqlite3.Error) as e:
         raise UnusableDatabase(
-            f"cannot upgrade {path} to schema version {version}: {_reason(e)}"
+            f"cannot upgrade {path} from schema version {version}: {_reason(e)}"
         ) from e
+    log.info("upgraded {path} to schema version {version}", path=path, version=SCHEMA_VERSION)
 
 
 def _check(db: sqlite3.Connection, path: str) -> None:
@@ -147,6 +148,11 @@ def _check(db: sqlite3.Connection, path: str) -> None:
         db.execute("COMMIT")
     except sqlite3.Error as e:
         raise UnusableDatabase(f"cannot write database {path}: {_reason(e)}") from e
+
+
+def _steps(db: sqlite3.Connection, version: int, target: int) -> None:
+    for step in range(version + 1, target + 1):
+        _run_script(db, f"upgrade-to-v{step}.sql", step)
 
 
 def _run_script(db: sqlite3.Connection, name: str, version: int) -> None:
