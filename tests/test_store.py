@@ -23,9 +23,11 @@ from tests.support import (
 class StoreTestCase(SynchronousTestCase):
     """A server on a database file, and restarts of it."""
 
+    Worker: type[InlineWorker] = InlineWorker
+
     def setUp(self) -> None:
         self.path = os.path.join(temporary_directory(self), "chatd.sqlite")
-        self.worker = InlineWorker()
+        self.worker = self.Worker()
         self.start()
 
     def start(self) -> None:
@@ -135,10 +137,8 @@ class RestartTests(StoreTestCase):
 
 
 class CommitTests(StoreTestCase):
-    def setUp(self) -> None:
-        self.path = os.path.join(temporary_directory(self), "chatd.sqlite")
-        self.worker = HeldWorker()
-        self.start()
+    Worker = HeldWorker
+    worker: HeldWorker
 
     def test_acknowledged_after_commit(self) -> None:
         """The reply waits until the transaction holding the change is committed."""
