@@ -27,6 +27,8 @@ from collections import deque
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from twisted.internet.interfaces import IReactorTime  # noqa: E402
+
 from chatd import binwire  # noqa: E402
 
 PROBE_INTERVAL = 0.001
@@ -34,8 +36,27 @@ PROBE_INTERVAL = 0.001
 
 # The server side, in a child process
 
+class Probe:
+    """Wakes every millisecond and records how late the reactor let it run."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self.pauses: list[float] = []
+        self._call = clock.callLater(PROBE_INTERVAL, self._wake, clock.seconds() + PROBE_INTERVAL)
+
+    def _wake(self, expected: float) -> None:
+        now = self.clock.seconds()
+        self.pauses.append(now - expected)
+        self._call = self.clock.callLater(PROBE_INTERVAL, self._wake, now + PROBE_INTERVAL)
+
+    def stop(self) -> dict[str, float]:
+        self._call.cancel()
+        pauses = sorted(self.pauses)
+        return {"p99_pause": pauses[int(len(pauses) * 0.99)], "worst_pause": pauses[-1]}
+
+
 def serve(port: int, database: str | None) -> None:
-    """Run chatd with the pause probe until SIGTERM; then print the pauses."""
+    """Run chatd with the probe until SIGTERM; then print what the probe saw."""
     from twisted.internet import reactor
 
     from chatd.tap import Options, makeService
@@ -47,25 +68,16 @@ def serve(port: int, database: str | None) -> None:
     config.parseOptions(args)
     service = makeService(config, reactor)
     service.startService()
-    pauses: list[float] = []
-    probing = reactor.callLater(PROBE_INTERVAL, lambda: None)
-
-    def probe(expected: float) -> None:
-        nonlocal probing
-        now = reactor.seconds()
-        pauses.append(now - expected)
-        probing = reactor.callLater(PROBE_INTERVAL, probe, now + PROBE_INTERVAL)
+    probe = Probe(reactor)
+    report: dict[str, float] = {}
 
     def stop() -> object:
-        probing.cancel()
+        report.update(probe.stop())
         return service.stopService()
 
-    probing = reactor.callLater(PROBE_INTERVAL, probe, reactor.seconds() + PROBE_INTERVAL)
     reactor.addSystemEventTrigger("before", "shutdown", stop)
     print("ready", flush=True)
     reactor.run()
-    pauses.sort()
-    report = {"p99_pause": pauses[int(len(pauses) * 0.99)], "worst_pause": pauses[-1]}
     print(json.dumps(report), flush=True)
 
 
