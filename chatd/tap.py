@@ -68,6 +68,8 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{name} must be at least {least}")
         if self["line-flush"] <= 0:
             raise usage.UsageError("--line-flush must be more than 0")
+        if self["database"] == "":
+            raise usage.UsageError("--database needs a file name")
 
     def limits(self) -> Limits:
         return Limits(

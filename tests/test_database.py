@@ -8,6 +8,7 @@ from contextlib import closing, contextmanager
 from typing import Iterator
 
 from twisted.internet.task import Clock
+from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatd.database import (
@@ -171,6 +172,9 @@ class TapTests(SynchronousTestCase):
 
     def test_default_in_memory(self) -> None:
         self.assertIsNone(self.options()["database"])
+
+    def test_empty_name(self) -> None:
+        self.assertRaises(UsageError, self.options, "--database", "")
 
     def test_unusable_database_ends_start(self) -> None:
         """twistd prints a SystemExit's text and exits: one readable line."""
