@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from chatd import binwire
 from chatd.database import open_database
-from chatd.store import SqliteStore
+from chatd.store import SqliteStore, ThreadWorker
 from tests.support import (
     Client,
     HeldWorker,
@@ -218,3 +220,27 @@ class FailureTests(StoreTestCase):
         self.assertRaises(sqlite3.ProgrammingError, self.db.execute, "SELECT 1")
         self.restart()
         self.assertEqual(self.ask(self.server.connect(), b"users"), ["1", "bob"])
+
+
+class ThreadWorkerTests(TestCase):
+    """The real thing: SQLite in its own thread, under the real reactor."""
+
+    def test_commit_and_stop(self) -> None:
+        return Deferred.fromCoroutine(self._commit_and_stop())
+
+    async def _commit_and_stop(self) -> None:
+        path = os.path.join(temporary_directory(self), "chatd.sqlite")
+        store = SqliteStore(open_database(path), reactor, ThreadWorker(reactor))
+        store.startService()
+        key = store.add_user("bob", "10.0.0.1")
+        store.add_mail(key, "alice", "one")
+        await store.committed()
+        store.add_mail(key, "alice", "two")
+        await store.stopService()
+        db = open_database(path)
+        self.addCleanup(db.close)
+        kept = SqliteStore(db, reactor, ThreadWorker(reactor)).load()
+        self.assertEqual(
+            [(user.name, user.mail) for user in kept],
+            [("bob", [("alice", "one"), ("alice", "two")])],
+        )
