@@ -91,4 +91,3 @@ class HeldRepliesTests(SynchronousTestCase):
         self.store.fail()
         self.assertEqual(texts(self.client), [binwire.STORE_FAILED])
         self.assertTrue(self.client.closed)
-        self.flushLoggedErrors()
