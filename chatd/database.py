@@ -38,7 +38,8 @@ def open_database(path: str, timeout: float = 5.0) -> sqlite3.Connection:
     @raise UnusableDatabase: the database cannot be opened, read or written.
     """
     try:
-        if path == ":memory:":
+        if path == ":memory:" or _empty(path):
+            # Nothing to lose: build the schema in place.
             db = _connect(path, timeout)
             create_schema(db)
         elif os.path.exists(path):
@@ -168,6 +169,11 @@ def _run_script(db: sqlite3.Connection, name: str, version: int) -> None:
         if db.in_transaction:
             db.rollback()
         raise
+
+
+def _empty(path: str) -> bool:
+    """Whether C{path} is an empty file, as one made to bind-mount into a container."""
+    return os.path.isfile(path) and os.path.getsize(path) == 0
 
 
 def _reason(e: Exception) -> str:

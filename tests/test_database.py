@@ -59,6 +59,13 @@ class OpenTests(SynchronousTestCase):
         with closing(open_database(self.path)) as db:
             self.assertEqual(schema_version(db), SCHEMA_VERSION)
 
+    def test_empty_file(self) -> None:
+        """An empty file, as made to bind-mount into a container, becomes the database."""
+        open(self.path, "wb").close()
+        with closing(open_database(self.path)) as db:
+            self.assertEqual(schema_version(db), SCHEMA_VERSION)
+            self.assertEqual(db.execute("PRAGMA journal_mode").fetchone(), ("wal",))
+
     def test_memory(self) -> None:
         with closing(open_database(":memory:")) as db:
             self.assertEqual(schema_version(db), SCHEMA_VERSION)
