@@ -7,10 +7,11 @@ from typing import Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatd import linewire
 from chatd.rules import Limits, NameTaken, NoSuchUser, check_name, fold
-from chatd.store import MemoryStore, Store
+from chatd.store import Mail, MemoryStore, Store
 
 
 class LineSession(Protocol):
@@ -51,7 +52,7 @@ class BinaryUser(User):
         super().__init__(name)
         self.host = host
         self.key = key
-        self.mailbox: deque[tuple[str, str]] = deque()
+        self.mailbox: deque[Mail] = deque()
 
 
 class Hub:
@@ -172,8 +173,11 @@ class Hub:
         mail = list(user.mailbox)
         if mail:
             user.mailbox.clear()
-            self.store.clear_mail(user.key)
-        return mail
+            self.store.remove_mail(user.key, mail[-1].key)
+            # The client gets the mail only once its removal is committed;
+            # if it cannot be, the mail was never received: put it back.
+            self.store.committed().addErrback(self._put_back, user, mail)
+        return [(sender, text) for _, sender, text in mail]
 
     # Internals
 
@@ -199,8 +203,14 @@ class Hub:
             self._post(receiver, sender.name, text)
 
     def _post(self, receiver: BinaryUser, sender: str, text: str) -> None:
-        receiver.mailbox.append((sender, text))
-        self.store.add_mail(receiver.key, sender, text)
+        key = self.store.add_mail(receiver.key, sender, text)
+        receiver.mailbox.append(Mail(key, sender, text))
+
+    def _put_back(self, reason: Failure, user: BinaryUser, mail: list[Mail]) -> None:
+        if self.is_current(user):
+            # Older than any mail that came since: back at the front.
+            user.mailbox.extendleft(reversed(mail))
+            self.store.put_back_mail(user.key, mail)
 
     def _announce(self, data: bytes, exclude: User | None = None) -> None:
         for user in self._line_users:

@@ -25,13 +25,21 @@ from twisted.python.threadpool import ThreadPool
 _T = TypeVar("_T")
 
 
+class Mail(NamedTuple):
+    """A message in a mailbox; its key orders it among all messages."""
+
+    key: int
+    sender: str
+    text: str
+
+
 class KeptUser(NamedTuple):
     """A binary user as a store kept it: registered, with its mail oldest first."""
 
     key: int
     name: str
     host: str
-    mail: list[tuple[str, str]]
+    mail: list[Mail]
 
 
 class Store(Protocol):
@@ -49,11 +57,14 @@ class Store(Protocol):
     def remove_user(self, key: int) -> None:
         """Forget a user and its mail, as one change."""
 
-    def add_mail(self, key: int, sender: str, text: str) -> None:
-        """Put a message at the end of a user's mailbox."""
+    def add_mail(self, key: int, sender: str, text: str) -> int:
+        """Put a message at the end of a user's mailbox; return the message's key."""
 
-    def clear_mail(self, key: int) -> None:
-        """Empty a user's mailbox: its mail has been received."""
+    def remove_mail(self, key: int, upto: int) -> None:
+        """Take a user's messages out of its mailbox, up to the one keyed C{upto}."""
+
+    def put_back_mail(self, key: int, mail: list[Mail]) -> None:
+        """Put messages back into a user's mailbox, under their own keys."""
 
     def committed(self) -> Deferred[None]:
         """A new Deferred that fires once every change so far is committed.
@@ -69,6 +80,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._keys = count(1)
+        self._mail_keys = count(1)
 
     def load(self) -> list[KeptUser]:
         return []
@@ -79,10 +91,13 @@ class MemoryStore:
     def remove_user(self, key: int) -> None:
         pass
 
-    def add_mail(self, key: int, sender: str, text: str) -> None:
+    def add_mail(self, key: int, sender: str, text: str) -> int:
+        return next(self._mail_keys)
+
+    def remove_mail(self, key: int, upto: int) -> None:
         pass
 
-    def clear_mail(self, key: int) -> None:
+    def put_back_mail(self, key: int, mail: list[Mail]) -> None:
         pass
 
     def committed(self) -> Deferred[None]:
@@ -127,6 +142,7 @@ _ADD_USER = "INSERT OR REPLACE INTO users (id, name, host) VALUES (?, ?, ?)"
 _REMOVE_USER = "DELETE FROM users WHERE id = ?"
 _ADD_MAIL = "INSERT OR REPLACE INTO mail (id, receiver, sender, text) VALUES (?, ?, ?, ?)"
 _CLEAR_MAIL = "DELETE FROM mail WHERE receiver = ?"
+_REMOVE_MAIL = "DELETE FROM mail WHERE receiver = ? AND id <= ?"
 
 
 class SqliteStore(Service):
@@ -172,10 +188,10 @@ class SqliteStore(Service):
                 "SELECT id, name, host FROM users ORDER BY id"
             )
         }
-        for receiver, sender, text in self._db.execute(
-            "SELECT receiver, sender, text FROM mail ORDER BY id"
+        for key, receiver, sender, text in self._db.execute(
+            "SELECT id, receiver, sender, text FROM mail ORDER BY id"
         ):
-            users[receiver].mail.append((sender, text))
+            users[receiver].mail.append(Mail(key, sender, text))
         return list(users.values())
 
     def add_user(self, name: str, host: str) -> int:
@@ -187,11 +203,17 @@ class SqliteStore(Service):
         self._change(_CLEAR_MAIL, key)
         self._change(_REMOVE_USER, key)
 
-    def add_mail(self, key: int, sender: str, text: str) -> None:
-        self._change(_ADD_MAIL, next(self._mail_keys), key, sender, text)
+    def add_mail(self, key: int, sender: str, text: str) -> int:
+        mail_key = next(self._mail_keys)
+        self._change(_ADD_MAIL, mail_key, key, sender, text)
+        return mail_key
 
-    def clear_mail(self, key: int) -> None:
-        self._change(_CLEAR_MAIL, key)
+    def remove_mail(self, key: int, upto: int) -> None:
+        self._change(_REMOVE_MAIL, key, upto)
+
+    def put_back_mail(self, key: int, mail: list[Mail]) -> None:
+        for message in mail:
+            self._change(_ADD_MAIL, message.key, key, message.sender, message.text)
 
     def committed(self) -> Deferred[None]:
         if self._pending:

@@ -144,7 +144,11 @@ class HeldWorker(InlineWorker):
         self.held.append((work, d))  # type: ignore[arg-type]
         return d
 
-    def release(self) -> None:
+    def release(self, error: Exception | None = None) -> None:
+        """Run the held work, or fail it with C{error} without running it."""
         held, self.held = self.held, []
         for work, d in held:
-            d.callback(work())
+            if error is None:
+                d.callback(work())
+            else:
+                d.errback(error)

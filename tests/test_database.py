@@ -18,7 +18,7 @@ from chatd.database import (
     open_database,
     schema_version,
 )
-from chatd.store import KeptUser, SqliteStore
+from chatd.store import KeptUser, Mail, SqliteStore
 from chatd.tap import Options, makeService
 from tests.support import InlineWorker, temporary_directory
 
@@ -150,8 +150,8 @@ class UpgradeTests(SynchronousTestCase):
         self.assertEqual(
             kept,
             [
-                KeptUser(1, "bob", "10.0.0.1", [("alice", "one"), ("alice", "two")]),
-                KeptUser(2, "alice", "10.0.0.2", [("carol", "x")]),
+                KeptUser(1, "bob", "10.0.0.1", [Mail(1, "alice", "one"), Mail(3, "alice", "two")]),
+                KeptUser(2, "alice", "10.0.0.2", [Mail(2, "carol", "x")]),
             ],
         )
 

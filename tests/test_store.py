@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from chatd import binwire
 from chatd.database import open_database
-from chatd.store import SqliteStore, ThreadWorker
+from chatd.store import Mail, SqliteStore, ThreadWorker
 from tests.support import (
     Client,
     HeldWorker,
@@ -170,6 +170,33 @@ class CommitTests(StoreTestCase):
         self.assertEqual(self.worker.runs, 2)
         self.assertEqual(self.db.execute("SELECT count(*) FROM mail").fetchone(), (90,))
 
+    def test_put_back_after_a_later_receive(self) -> None:
+        """A receive while the failing one commits takes only what came since."""
+        bob = self.server.connect(host="10.0.0.1")
+        bob2 = self.server.connect(host="10.0.0.1", port=40001)
+        bob.send(command(b"register", b"bob") + command(b"send", b"bob", b"one"))
+        bob2.send(command(b"register", b"bob"))
+        self.clock.advance(0)
+        self.worker.release()
+        bob.send(command(b"receive"))
+        self.clock.advance(0)
+        # Under way: the first receive. Next: "two" and a second receive.
+        bob2.send(command(b"send", b"bob", b"two") + command(b"receive"))
+        self.worker.release(sqlite3.OperationalError("disk I/O error"))
+        self.assertEqual(bob.frames()[-1:], [binwire.STORE_FAILED.encode()])
+        self.clock.advance(SqliteStore.retry)
+        self.worker.release()
+        self.assertEqual(
+            bob2.frames(),
+            [b"Nice to see you, bob", binwire.ADDED.encode(), b"1", b"bob", b"two"],
+        )
+        self.restart()
+        bob = self.binary(b"bob")
+        bob.send(command(b"receive"))
+        self.clock.advance(0)
+        self.worker.release()
+        self.assertEqual(bob.frames()[-3:], [b"1", b"bob", b"one"])
+
     def test_pipelined_replies_keep_order(self) -> None:
         """A client's pipelined commands are answered in order across commits."""
         bob = self.server.connect()
@@ -209,6 +236,23 @@ class FailureTests(StoreTestCase):
         self.restart()
         self.assertEqual(self.ask(self.server.connect(), b"users"), ["2", "bob", "alice"])
 
+    def test_failed_receive_puts_mail_back(self) -> None:
+        """Mail whose removal is not committed was never received: it goes back."""
+        bob = self.binary(b"bob")
+        self.ask(bob, b"send", b"bob", b"one")
+        self.ask(bob, b"send", b"bob", b"two")
+        self.worker.failures = 1
+        self.assertEqual(self.ask(bob, b"receive"), [binwire.STORE_FAILED])
+        bob = self.binary(b"bob")
+        self.ask(bob, b"send", b"bob", b"three")
+        self.clock.advance(SqliteStore.retry)
+        self.restart()
+        bob = self.binary(b"bob")
+        self.assertEqual(
+            self.ask(bob, b"receive"),
+            ["3", "bob", "one", "bob", "two", "bob", "three"],
+        )
+
     def test_stop_commits_what_is_pending(self) -> None:
         """Stopping the service commits first, then closes the database."""
         self.store.startService()
@@ -242,5 +286,5 @@ class ThreadWorkerTests(TestCase):
         kept = SqliteStore(db, reactor, ThreadWorker(reactor)).load()
         self.assertEqual(
             [(user.name, user.mail) for user in kept],
-            [("bob", [("alice", "one"), ("alice", "two")])],
+            [("bob", [Mail(1, "alice", "one"), Mail(2, "alice", "two")])],
         )
