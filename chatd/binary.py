@@ -50,6 +50,8 @@ class BinaryProtocol(IntNStringReceiver):
         self.MAX_LENGTH = hub.limits.max_frame_length
         self._command: bytes | None = None
         self._args: list[bytes] = []
+        # A refusal is queued behind earlier replies: read no more commands.
+        self._closing = False
 
     # Framing
 
@@ -60,7 +62,7 @@ class BinaryProtocol(IntNStringReceiver):
             super().dataReceived(data)
 
     def stringReceived(self, data: bytes) -> None:
-        if self.transport.disconnecting:
+        if self._closing or self.transport.disconnecting:
             return
         if self._command is None:
             if data not in ARITY:
@@ -161,11 +163,38 @@ class BinaryProtocol(IntNStringReceiver):
         except ChatError:
             raise _Refused(binwire.BAD_MESSAGE)
 
-    def _reply(self, *texts: str) -> None:
-        self.transport.write(binwire.frames(*texts))
+    def _reply(self, *texts: str, close: bool = False) -> None:
+        """Answer once every change so far is committed.
+
+        Acknowledged means stored, and since the hub's commits fire in order,
+        replies keep the order of their commands. With the in-memory store
+        the answer is written at once.
+        """
+        self.hub.committed().addCallbacks(
+            self._write, self._storeFailed, (binwire.frames(*texts), close)
+        )
+
+    def _write(self, _: None, data: bytes, close: bool) -> None:
+        if self.transport.disconnecting:
+            return
+        self.transport.write(data)
+        if close:
+            self.transport.loseConnection()
+
+    def _storeFailed(self, reason: Failure) -> None:
+        """The changes this reply stands on are not stored: say so, and close."""
+        if self.transport.disconnecting:
+            return
+        self.log.error(
+            "closing {peer}: {reason}", peer=self.transport.getPeer(), reason=reason.value
+        )
+        self.transport.write(binwire.frames(binwire.STORE_FAILED))
+        self.transport.loseConnection()
 
     def _refuse(self, text: str) -> None:
         """Answer one frame, then close: the protocol's way to end a bad session."""
-        self._reply(text)
+        if self._closing:
+            return
+        self._closing = True
         self.log.info("closing {peer}: {reason}", peer=self.transport.getPeer(), reason=text)
-        self.transport.loseConnection()
+        self._reply(text, close=True)

@@ -16,6 +16,8 @@ LOGIN_TOO_LONG = "Login is too long!"
 BAD_MESSAGE = "Bad message!"
 UNKNOWN_COMMAND = "Unknown command!"
 FRAME_TOO_LONG = "Frame is too long!"
+# chatd's own: a change could not be committed, so it was not acknowledged.
+STORE_FAILED = "Storage failed! Try again later."
 
 
 def hello(name: str) -> str:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections import deque
 from typing import Protocol
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatd import linewire
 from chatd.rules import Limits, NameTaken, NoSuchUser, check_name, fold
+from chatd.store import Mail, MemoryStore, Store
 
 
 class LineSession(Protocol):
@@ -38,28 +41,46 @@ class LineUser(User):
 
 
 class BinaryUser(User):
-    """A user of the binary protocol: messages wait in its mailbox for C{receive}."""
+    """A user of the binary protocol: messages wait in its mailbox for C{receive}.
 
-    __slots__ = ("host", "mailbox")
+    C{key} names the user in the hub's L{Store}.
+    """
 
-    def __init__(self, name: str, host: str) -> None:
+    __slots__ = ("host", "key", "mailbox")
+
+    def __init__(self, name: str, host: str, key: int) -> None:
         super().__init__(name)
         self.host = host
-        self.mailbox: deque[tuple[str, str]] = deque()
+        self.key = key
+        self.mailbox: deque[Mail] = deque()
 
 
 class Hub:
-    """One namespace and one message store shared by every connection."""
+    """One namespace and one message store shared by every connection.
+
+    The hub answers from memory; every change to the binary users and their
+    mail also goes, in order, to C{store}, which says when it is committed.
+    """
 
     log = Logger()
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, store: Store | None = None) -> None:
         self.limits = limits or Limits()
+        self.store: Store = store or MemoryStore()
         self._by_name: dict[str, User] = {}
         # Insertion-ordered sets: users in order of arrival, and the line
         # users among them, who are the ones pushed announcements.
         self._order: dict[User, None] = {}
         self._line_users: dict[LineUser, None] = {}
+        # Binary users kept from before a restart: registered, and offline.
+        for kept in self.store.load():
+            user = BinaryUser(kept.name, kept.host, kept.key)
+            user.mailbox.extend(kept.mail)
+            self._add(user)
+
+    def committed(self) -> Deferred[None]:
+        """Fire once every change made so far is committed to the store."""
+        return self.store.committed()
 
     # Looking up
 
@@ -97,7 +118,7 @@ class Hub:
         if isinstance(holder, BinaryUser) and holder.host == host:
             return holder, False
         self._claim(name, None)
-        user = BinaryUser(name, host)
+        user = BinaryUser(name, host, self.store.add_user(name, host))
         self._add(user)
         self._announce(linewire.joined(name))
         self.log.info("binary user {name} registered from {host}", name=name, host=host)
@@ -121,6 +142,8 @@ class Hub:
         del self._by_name[fold(user.name)]
         del self._order[user]
         self._line_users.pop(user, None)  # type: ignore[call-overload]
+        if isinstance(user, BinaryUser):
+            self.store.remove_user(user.key)
         self._announce(linewire.left(user.name))
         self.log.info("{name} left", name=user.name)
 
@@ -131,7 +154,7 @@ class Hub:
         self._announce(linewire.msg(sender.name, text), exclude=sender)
         for user in self._order:
             if isinstance(user, BinaryUser) and user is not sender:
-                user.mailbox.append((sender.name, text))
+                self._post(user, sender.name, text)
 
     def say_to(self, sender: User, receiver: str, text: str) -> None:
         """Send C{text} from C{sender} to the user named C{receiver} alone."""
@@ -143,13 +166,18 @@ class Hub:
         line = linewire.poke(poker.name, target.name)
         self._announce(linewire.encode(line))
         if isinstance(target, BinaryUser):
-            target.mailbox.append((poker.name, line))
+            self._post(target, poker.name, line)
 
     def take_mail(self, user: BinaryUser) -> list[tuple[str, str]]:
         """Every message queued for C{user}, oldest first; the mailbox is then empty."""
         mail = list(user.mailbox)
-        user.mailbox.clear()
-        return mail
+        if mail:
+            user.mailbox.clear()
+            self.store.remove_mail(user.key, mail[-1].key)
+            # The client gets the mail only once its removal is committed;
+            # if it cannot be, the mail was never received: put it back.
+            self.store.committed().addErrback(self._put_back, user, mail)
+        return [(sender, text) for _, sender, text in mail]
 
     # Internals
 
@@ -172,7 +200,17 @@ class Hub:
         if isinstance(receiver, LineUser):
             receiver.session.deliver(linewire.privmsg(sender.name, text))
         elif isinstance(receiver, BinaryUser):
-            receiver.mailbox.append((sender.name, text))
+            self._post(receiver, sender.name, text)
+
+    def _post(self, receiver: BinaryUser, sender: str, text: str) -> None:
+        key = self.store.add_mail(receiver.key, sender, text)
+        receiver.mailbox.append(Mail(key, sender, text))
+
+    def _put_back(self, reason: Failure, user: BinaryUser, mail: list[Mail]) -> None:
+        if self.is_current(user):
+            # Older than any mail that came since: back at the front.
+            user.mailbox.extendleft(reversed(mail))
+            self.store.put_back_mail(user.key, mail)
 
     def _announce(self, data: bytes, exclude: User | None = None) -> None:
         for user in self._line_users:

@@ -9,9 +9,11 @@ from twisted.application.service import MultiService
 from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
+from chatd.database import UnusableDatabase, open_database
 from chatd.factory import ChatFactory
 from chatd.hub import Hub
 from chatd.rules import Limits
+from chatd.store import MemoryStore, SqliteStore, Store, ThreadWorker
 
 # PyChat's default port and ASVT-chat's, so both clients work unchanged.
 DEFAULT_PORTS = ("tcp:5000", "tcp:31337")
@@ -38,6 +40,9 @@ class Options(usage.Options):
          "Seconds after which an unterminated line counts as complete.", float],
         ["max-frame-length", None, _LIMITS.max_frame_length,
          "Most bytes in a frame of the binary protocol.", int],
+        ["database", None, None,
+         "SQLite file that keeps the binary users and their mail across "
+         "restarts (created if missing); without it they live in memory only."],
     ]
 
     def __init__(self) -> None:
@@ -63,6 +68,8 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{name} must be at least {least}")
         if self["line-flush"] <= 0:
             raise usage.UsageError("--line-flush must be more than 0")
+        if self["database"] == "":
+            raise usage.UsageError("--database needs a file name")
 
     def limits(self) -> Limits:
         return Limits(
@@ -80,8 +87,22 @@ def makeService(config: Options, reactor: IReactorTime | None = None) -> MultiSe
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor  # type: ignore[assignment]
-    factory = ChatFactory(Hub(config.limits()), reactor)  # type: ignore[arg-type]
     top = MultiService()
+    store: Store = MemoryStore()
+    if config["database"] is not None:
+        store = _sqlite_store(config["database"], reactor)
+        # Before the ports, so that it is started first.
+        store.setServiceParent(top)
+    factory = ChatFactory(Hub(config.limits(), store), reactor)  # type: ignore[arg-type]
     for description in config["ports"]:
         strports.service(description, factory, reactor=reactor).setServiceParent(top)
     return top
+
+
+def _sqlite_store(path: str, reactor: IReactorTime) -> SqliteStore:
+    try:
+        db = open_database(path)
+    except UnusableDatabase as e:
+        # twistd prints this and exits 1: one readable line, not a traceback.
+        raise SystemExit(f"chatd: {e}")
+    return SqliteStore(db, reactor, ThreadWorker(reactor))  # type: ignore[arg-type]
