@@ -13,8 +13,11 @@ RUN pip install --no-cache-dir .
 # would otherwise rescan every plugin on each start.
 WORKDIR /
 RUN python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))" \
- && useradd --create-home --shell /usr/sbin/nologin chatd
+ && useradd --create-home --shell /usr/sbin/nologin chatd \
+ && mkdir /data && chown chatd:chatd /data
 
+# A new named volume takes the owner of the directory it is mounted on.
+VOLUME /data
 USER chatd
 WORKDIR /home/chatd
 EXPOSE 5000 31337

@@ -171,6 +171,8 @@ class InstalledTests(SynchronousTestCase):
         twistd = self.venv.twistd(
             "-n", "--pidfile=", "chatd", "--line-flush", "0.05",
             "--port", f"unix:{line}", "--port", f"unix:{binary}",
+            # The installed package must carry its schema files.
+            "--database", str(run / "chatd.sqlite"),
             log=log,
         )
         self.addCleanup(_end, twistd)
@@ -188,6 +190,7 @@ class InstalledTests(SynchronousTestCase):
         # twistd stops its services, then ends by the signal it was sent.
         self.assertEqual(twistd.wait(timeout=5), -signal.SIGTERM, logged())
         self.assertIn("Server Shut Down.", logged())
+        self.assertTrue((run / "chatd.sqlite").stat().st_size > 0)
 
 
 def _accepts(path: str) -> bool:
