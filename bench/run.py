@@ -83,6 +83,15 @@ def vm_kb(pid: int, key: str) -> int:
     return -1
 
 
+def cpu_pressure() -> float | None:
+    """How much of the last 10 s runnable tasks waited for a CPU: the noise."""
+    try:
+        first = Path("/proc/pressure/cpu").read_text().split()
+    except OSError:
+        return None
+    return float(first[1].split("=")[1])
+
+
 class Server:
     """chatd under twistd, listening on one loopback port."""
 
@@ -175,6 +184,7 @@ def run_one(loadgen: Path, workload: str, args: list[str], timeout: float,
             except subprocess.TimeoutExpired:
                 figures = {"workload": workload, "error": "hard timeout"}
             figures["server_peak_rss_kb"] = server.peak_kb()
+            figures["machine_cpu_pressure_pct"] = cpu_pressure()
         finally:
             server.stop()
         if profile == "cprofile" and server.stats.exists():
@@ -191,13 +201,15 @@ def main() -> None:
     parser.add_argument("--profile", choices=["cprofile", "py-spy"],
                         help="profile the server; its top functions go to stderr")
     parser.add_argument("--top", type=int, default=15, help="profile lines to show")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each workload")
     options = parser.parse_args()
     raise_nofile()
     loadgen = build()
     for workload in options.workloads or RUNS:
         for args, timeout in RUNS[workload]:
-            figures = run_one(loadgen, workload, args, timeout, options.profile, options.top)
-            print(json.dumps(figures), flush=True)
+            for _ in range(options.repeat):
+                figures = run_one(loadgen, workload, args, timeout, options.profile, options.top)
+                print(json.dumps(figures), flush=True)
 
 
 if __name__ == "__main__":
