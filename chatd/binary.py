@@ -53,6 +53,11 @@ class BinaryProtocol(IntNStringReceiver):
 
     # Framing
 
+    def dataReceived(self, data: bytes) -> None:
+        # The replies to every command of one read go out as one write.
+        with self.hub.batch():
+            super().dataReceived(data)
+
     def stringReceived(self, data: bytes) -> None:
         if self.transport.disconnecting:
             return
@@ -156,10 +161,16 @@ class BinaryProtocol(IntNStringReceiver):
             raise _Refused(binwire.BAD_MESSAGE)
 
     def _reply(self, *texts: str) -> None:
-        self.transport.write(binwire.frames(*texts))
+        self.hub.send(self, binwire.frames(*texts))
+
+    def deliver(self, data: bytes) -> None:
+        """Write to the client: every byte this connection sends passes here."""
+        self.transport.write(data)
 
     def _refuse(self, text: str) -> None:
         """Answer one frame, then close: the protocol's way to end a bad session."""
         self._reply(text)
         self.log.info("closing {peer}: {reason}", peer=self.transport.getPeer(), reason=text)
+        # What is held goes first: TLS drops what is written after the close.
+        self.hub.flush()
         self.transport.loseConnection()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from types import TracebackType
 from typing import Protocol
 
 from twisted.logger import Logger
@@ -11,11 +12,11 @@ from chatd import linewire
 from chatd.rules import Limits, NameTaken, NoSuchUser, check_name, fold
 
 
-class LineSession(Protocol):
-    """What the hub needs of a connection that is pushed lines."""
+class Session(Protocol):
+    """What the hub needs of a connection it sends to."""
 
     def deliver(self, data: bytes) -> None:
-        """Send C{data}, one or more encoded lines, to the client."""
+        """Write C{data}, encoded lines or frames, to the client."""
 
 
 class User:
@@ -32,7 +33,7 @@ class LineUser(User):
 
     __slots__ = ("session",)
 
-    def __init__(self, name: str, session: LineSession) -> None:
+    def __init__(self, name: str, session: Session) -> None:
         super().__init__(name)
         self.session = session
 
@@ -49,17 +50,30 @@ class BinaryUser(User):
 
 
 class Hub:
-    """One namespace and one message store shared by every connection."""
+    """One namespace and one message store shared by every connection.
+
+    While a connection's read is handled (L{batch}), what the hub sends is
+    held, and each session then gets it all in one write: the lines every
+    line user gets alike are joined once and shared; a session that gets
+    something else (a reply, a private message, or is left out of its own
+    message) gets its own list.
+    """
 
     log = Logger()
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
         self._by_name: dict[str, User] = {}
-        # Insertion-ordered sets: users in order of arrival, and the line
-        # users among them, who are the ones pushed announcements.
+        # Insertion-ordered sets: users in order of arrival, and the
+        # sessions of the line users among them, who are pushed announcements.
         self._order: dict[User, None] = {}
-        self._line_users: dict[LineUser, None] = {}
+        self._line_sessions: dict[Session, None] = {}
+        # Output held during a batch: what every line session gets, unless
+        # it has its own list in _own.
+        self._batch = _Batch(self)
+        self._batches = 0
+        self._common: list[bytes] = []
+        self._own: dict[Session, list[bytes]] = {}
 
     # Looking up
 
@@ -76,13 +90,16 @@ class Hub:
 
     # Joining and leaving
 
-    def join_line(self, name: str, session: LineSession) -> LineUser:
+    def join_line(self, name: str, session: Session) -> LineUser:
         """Add a line user, announcing it to the other line users."""
         check_name(name, self.limits)
         self._claim(name, None)
         user = LineUser(name, session)
         self._add(user)
-        self._line_users[user] = None
+        if self._batches:
+            # It gets what is announced from now on, not what came before.
+            self._own.setdefault(session, [])
+        self._line_sessions[session] = None
         self._announce(linewire.joined(name), exclude=user)
         self.log.info("line user {name} joined", name=name)
         return user
@@ -120,7 +137,11 @@ class Hub:
             return
         del self._by_name[fold(user.name)]
         del self._order[user]
-        self._line_users.pop(user, None)  # type: ignore[call-overload]
+        if isinstance(user, LineUser):
+            if self._batches:
+                # It keeps what was announced before it left.
+                self._own_list(user.session)
+            del self._line_sessions[user.session]
         self._announce(linewire.left(user.name))
         self.log.info("{name} left", name=user.name)
 
@@ -151,6 +172,40 @@ class Hub:
         user.mailbox.clear()
         return mail
 
+    # Sending
+
+    def batch(self) -> _Batch:
+        """Hold what is sent in a C{with} block, then write it: one write a session.
+
+        A protocol wraps the handling of one read in this, so that a read
+        with many commands gives each session one write, not one a line.
+        """
+        return self._batch
+
+    def send(self, session: Session, data: bytes) -> None:
+        """Send C{data} to one session, in order with what the hub pushes it."""
+        if self._batches:
+            self._own_list(session).append(data)
+        else:
+            session.deliver(data)
+
+    def flush(self) -> None:
+        """Write what is held now: a protocol does so before it closes a
+        connection, since a TLS transport drops what is written after
+        C{loseConnection}."""
+        common, own = self._common, self._own
+        if not common and not own:
+            return
+        self._common, self._own = [], {}
+        if common:
+            data = b"".join(common)
+            for session in list(self._line_sessions):
+                if session not in own:
+                    session.deliver(data)
+        for session, chunks in own.items():
+            if chunks:
+                session.deliver(b"".join(chunks))
+
     # Internals
 
     def _claim(self, name: str, owner: User | None) -> None:
@@ -170,11 +225,59 @@ class Hub:
 
     def _deliver(self, sender: User, receiver: User, text: str) -> None:
         if isinstance(receiver, LineUser):
-            receiver.session.deliver(linewire.privmsg(sender.name, text))
+            self.send(receiver.session, linewire.privmsg(sender.name, text))
         elif isinstance(receiver, BinaryUser):
             receiver.mailbox.append((sender.name, text))
 
     def _announce(self, data: bytes, exclude: User | None = None) -> None:
-        for user in self._line_users:
-            if user is not exclude:
-                user.session.deliver(data)
+        """Send C{data} to every line user but C{exclude}."""
+        skip = exclude.session if isinstance(exclude, LineUser) else None
+        if not self._batches:
+            for session in self._line_sessions:
+                if session is not skip:
+                    session.deliver(data)
+            return
+        if skip is not None:
+            # Its own list from here: it has had the common lines so far.
+            self._own_list(skip)
+        self._common.append(data)
+        for session, own in self._own.items():
+            if session is not skip and session in self._line_sessions:
+                own.append(data)
+
+    def _own_list(self, session: Session) -> list[bytes]:
+        """The list of what C{session} alone gets in this batch."""
+        own = self._own.get(session)
+        if own is None:
+            own = self._own[session] = (
+                list(self._common) if session in self._line_sessions else []
+            )
+        return own
+
+    def _hold(self) -> None:
+        self._batches += 1
+
+    def _release(self) -> None:
+        self._batches -= 1
+        if not self._batches:
+            self.flush()
+
+
+class _Batch:
+    """L{Hub.batch}: a plain class, as cheap as a context manager can be."""
+
+    __slots__ = ("_hub",)
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    def __enter__(self) -> None:
+        self._hub._hold()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._hub._release()
