@@ -64,10 +64,12 @@ class Hub:
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
         self._by_name: dict[str, User] = {}
-        # Insertion-ordered sets: users in order of arrival, and the
-        # sessions of the line users among them, who are pushed announcements.
+        # Insertion-ordered sets: users in order of arrival; the sessions of
+        # the line users among them, who are pushed announcements; and the
+        # binary users, who get mail.
         self._order: dict[User, None] = {}
         self._line_sessions: dict[Session, None] = {}
+        self._binary_users: dict[BinaryUser, None] = {}
         # Output held during a batch: what every line session gets, unless
         # it has its own list in _own.
         self._batch = _Batch(self)
@@ -142,6 +144,8 @@ class Hub:
                 # It keeps what was announced before it left.
                 self._own_list(user.session)
             del self._line_sessions[user.session]
+        else:
+            self._binary_users.pop(user, None)  # type: ignore[call-overload]
         self._announce(linewire.left(user.name))
         self.log.info("{name} left", name=user.name)
 
@@ -150,8 +154,8 @@ class Hub:
     def say_all(self, sender: User, text: str) -> None:
         """Send C{text} from C{sender} to every other user of both protocols."""
         self._announce(linewire.msg(sender.name, text), exclude=sender)
-        for user in self._order:
-            if isinstance(user, BinaryUser) and user is not sender:
+        for user in self._binary_users:
+            if user is not sender:
                 user.mailbox.append((sender.name, text))
 
     def say_to(self, sender: User, receiver: str, text: str) -> None:
@@ -216,6 +220,8 @@ class Hub:
     def _add(self, user: User) -> None:
         self._by_name[fold(user.name)] = user
         self._order[user] = None
+        if isinstance(user, BinaryUser):
+            self._binary_users[user] = None
 
     def _lookup(self, name: str) -> User:
         user = self.find(name)
