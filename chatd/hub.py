@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from types import TracebackType
 from typing import Protocol
 
@@ -46,7 +45,9 @@ class BinaryUser(User):
     def __init__(self, name: str, host: str) -> None:
         super().__init__(name)
         self.host = host
-        self.mailbox: deque[tuple[str, str]] = deque()
+        # A list, not a deque: an empty deque takes 760 bytes, a list 56,
+        # and mail is only ever appended and taken whole.
+        self.mailbox: list[tuple[str, str]] = []
 
 
 class Hub:
