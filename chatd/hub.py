@@ -71,6 +71,8 @@ class Hub:
         self._order: dict[User, None] = {}
         self._line_sessions: dict[Session, None] = {}
         self._binary_users: dict[BinaryUser, None] = {}
+        # The encoded names for users_line(); None once out of date.
+        self._names: bytes | None = b""
         # Output held during a batch: what every line session gets, unless
         # it has its own list in _own.
         self._batch = _Batch(self)
@@ -83,6 +85,17 @@ class Hub:
     def names(self) -> list[str]:
         """Every user's name, in the order users arrived."""
         return [user.name for user in self._order]
+
+    def users_line(self) -> bytes:
+        """The line protocol's C{!users} reply, encoded.
+
+        The names are kept encoded: an arrival appends its name, so a join,
+        which answers the whole list, costs a copy of bytes rather than a
+        walk over every user; a departure or rename has them rebuilt.
+        """
+        if self._names is None:
+            self._names = linewire.encode_names(self.names())
+        return linewire.users_line(len(self._order), self._names)
 
     def find(self, name: str) -> User | None:
         return self._by_name.get(fold(name))
@@ -131,6 +144,7 @@ class Hub:
         del self._by_name[fold(old)]
         user.name = new
         self._by_name[fold(new)] = user
+        self._names = None
         self._announce(linewire.renamed(old, new))
         self.log.info("{old} is now {new}", old=old, new=new)
 
@@ -140,6 +154,7 @@ class Hub:
             return
         del self._by_name[fold(user.name)]
         del self._order[user]
+        self._names = None
         if isinstance(user, LineUser):
             if self._batches:
                 # It keeps what was announced before it left.
@@ -221,6 +236,8 @@ class Hub:
     def _add(self, user: User) -> None:
         self._by_name[fold(user.name)] = user
         self._order[user] = None
+        if self._names is not None:
+            self._names = linewire.add_name(self._names, user.name)
         if isinstance(user, BinaryUser):
             self._binary_users[user] = None
 

@@ -126,14 +126,14 @@ class LineProtocol(LineReceiver):
             raise BadArguments("you have a name; use !changenickname")
         name = self._one_argument("!nick NAME", rest)
         self.user = self.hub.join_line(name, self)
-        self._send(linewire.users(self.hub.names()))
+        self._send(self.hub.users_line())
 
     def on_changenickname(self, rest: str) -> None:
         assert self.user is not None
         self.hub.rename(self.user, self._one_argument("!changenickname NEW", rest))
 
     def on_users(self, rest: str) -> None:
-        self._send(linewire.users(self.hub.names()))
+        self._send(self.hub.users_line())
 
     def on_sendmsg(self, rest: str) -> None:
         assert self.user is not None
