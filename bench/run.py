@@ -31,13 +31,19 @@ ROOT = BENCH.parent
 SOURCE = BENCH / "loadgen.c"
 # Out of git: build/ is ignored.
 BUILD = ROOT / "build" / "bench"
+# The chatd source tree the server runs (--tree), to compare two versions.
+TREE = ROOT
 
 # Each run: the workload, the load generator's arguments, a hard timeout (s).
 RUNS: dict[str, list[tuple[list[str], float]]] = {
     # CLIENTS SENDERS MESSAGES(each) WINDOW
-    "fanout": [(["100", "1", "20000", "64"], 120), (["1000", "1", "2000", "64"], 120)],
+    "fanout": [
+        (["100", "1", "20000", "64"], 120),
+        (["1000", "1", "2000", "64"], 120),
+        (["1000", "4", "500", "16"], 120),
+    ],
     # CLIENTS ROUNDS
-    "mailbox": [(["50", "50"], 60)],
+    "mailbox": [(["50", "50"], 60), (["50", "500"], 120)],
     # CLIENTS
     "idle": [(["10000"], 180)],
     # CLIENTS
@@ -106,7 +112,7 @@ class Server:
         # The default listen queue (50) is too short for thousands of connects.
         endpoint = f"tcp:{self.port}:interface=127.0.0.1:backlog=1024"
         argv += ["chatd", "--port", endpoint]
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env = dict(os.environ, PYTHONPATH=str(TREE))
         self.proc = subprocess.Popen(
             pinned(0, argv), env=env, cwd=workdir, preexec_fn=raise_nofile
         )
@@ -202,7 +208,11 @@ def main() -> None:
                         help="profile the server; its top functions go to stderr")
     parser.add_argument("--top", type=int, default=15, help="profile lines to show")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each workload")
+    parser.add_argument("--tree", type=Path, default=ROOT,
+                        help="the chatd source tree to run (default: this one)")
     options = parser.parse_args()
+    global TREE
+    TREE = options.tree.resolve()
     raise_nofile()
     loadgen = build()
     for workload in options.workloads or RUNS:
