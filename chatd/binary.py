@@ -58,7 +58,10 @@ class BinaryProtocol(IntNStringReceiver):
     def dataReceived(self, data: bytes) -> None:
         # After a refusal nothing more is read: an over-long frame stays in
         # the buffer and would otherwise be refused again with each segment.
-        if not self.transport.disconnecting:
+        if self.transport.disconnecting:
+            return
+        # The replies to every command of one read go out as one write.
+        with self.hub.batch():
             super().dataReceived(data)
 
     def stringReceived(self, data: bytes) -> None:
@@ -168,7 +171,7 @@ class BinaryProtocol(IntNStringReceiver):
 
         Acknowledged means stored, and since the hub's commits fire in order,
         replies keep the order of their commands. With the in-memory store
-        the answer is written at once.
+        the answer is sent at once, in the hub's batch for this read.
         """
         self.hub.committed().addCallbacks(
             self._write, self._storeFailed, (binwire.frames(*texts), close)
@@ -177,9 +180,9 @@ class BinaryProtocol(IntNStringReceiver):
     def _write(self, _: None, data: bytes, close: bool) -> None:
         if self.transport.disconnecting:
             return
-        self.transport.write(data)
+        self.hub.send(self, data)
         if close:
-            self.transport.loseConnection()
+            self._close()
 
     def _storeFailed(self, reason: Failure) -> None:
         """The changes this reply stands on are not stored: say so, and close."""
@@ -188,8 +191,17 @@ class BinaryProtocol(IntNStringReceiver):
         self.log.error(
             "closing {peer}: {reason}", peer=self.transport.getPeer(), reason=reason.value
         )
-        self.transport.write(binwire.frames(binwire.STORE_FAILED))
+        self.hub.send(self, binwire.frames(binwire.STORE_FAILED))
+        self._close()
+
+    def _close(self) -> None:
+        # What is held goes first: TLS drops what is written after the close.
+        self.hub.flush()
         self.transport.loseConnection()
+
+    def deliver(self, data: bytes) -> None:
+        """Write to the client: every byte this connection sends passes here."""
+        self.transport.write(data)
 
     def _refuse(self, text: str) -> None:
         """Answer one frame, then close: the protocol's way to end a bad session."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import deque
+from types import TracebackType
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
@@ -14,11 +14,11 @@ from chatd.rules import Limits, NameTaken, NoSuchUser, check_name, fold
 from chatd.store import Mail, MemoryStore, Store
 
 
-class LineSession(Protocol):
-    """What the hub needs of a connection that is pushed lines."""
+class Session(Protocol):
+    """What the hub needs of a connection it sends to."""
 
     def deliver(self, data: bytes) -> None:
-        """Send C{data}, one or more encoded lines, to the client."""
+        """Write C{data}, encoded lines or frames, to the client."""
 
 
 class User:
@@ -35,7 +35,7 @@ class LineUser(User):
 
     __slots__ = ("session",)
 
-    def __init__(self, name: str, session: LineSession) -> None:
+    def __init__(self, name: str, session: Session) -> None:
         super().__init__(name)
         self.session = session
 
@@ -52,7 +52,9 @@ class BinaryUser(User):
         super().__init__(name)
         self.host = host
         self.key = key
-        self.mailbox: deque[Mail] = deque()
+        # A list, not a deque: an empty deque takes 760 bytes, a list 56,
+        # and mail is only ever appended and taken whole.
+        self.mailbox: list[Mail] = []
 
 
 class Hub:
@@ -60,6 +62,12 @@ class Hub:
 
     The hub answers from memory; every change to the binary users and their
     mail also goes, in order, to C{store}, which says when it is committed.
+
+    While a connection's read is handled (L{batch}), what the hub sends is
+    held, and each session then gets it all in one write: the lines every
+    line user gets alike are joined once and shared; a session that gets
+    something else (a reply, a private message, or is left out of its own
+    message) gets its own list.
     """
 
     log = Logger()
@@ -68,10 +76,20 @@ class Hub:
         self.limits = limits or Limits()
         self.store: Store = store or MemoryStore()
         self._by_name: dict[str, User] = {}
-        # Insertion-ordered sets: users in order of arrival, and the line
-        # users among them, who are the ones pushed announcements.
+        # Insertion-ordered sets: users in order of arrival; the sessions of
+        # the line users among them, who are pushed announcements; and the
+        # binary users, who get mail.
         self._order: dict[User, None] = {}
-        self._line_users: dict[LineUser, None] = {}
+        self._line_sessions: dict[Session, None] = {}
+        self._binary_users: dict[BinaryUser, None] = {}
+        # The encoded names for users_line(); None once out of date.
+        self._names: bytes | None = b""
+        # Output held during a batch: what every line session gets, unless
+        # it has its own list in _own.
+        self._batch = _Batch(self)
+        self._batches = 0
+        self._common: list[bytes] = []
+        self._own: dict[Session, list[bytes]] = {}
         # Binary users kept from before a restart: registered, and offline.
         for kept in self.store.load():
             user = BinaryUser(kept.name, kept.host, kept.key)
@@ -88,6 +106,17 @@ class Hub:
         """Every user's name, in the order users arrived."""
         return [user.name for user in self._order]
 
+    def users_line(self) -> bytes:
+        """The line protocol's C{!users} reply, encoded.
+
+        The names are kept encoded: an arrival appends its name, so a join,
+        which answers the whole list, costs a copy of bytes rather than a
+        walk over every user; a departure or rename has them rebuilt.
+        """
+        if self._names is None:
+            self._names = linewire.encode_names(self.names())
+        return linewire.users_line(len(self._order), self._names)
+
     def find(self, name: str) -> User | None:
         return self._by_name.get(fold(name))
 
@@ -97,13 +126,16 @@ class Hub:
 
     # Joining and leaving
 
-    def join_line(self, name: str, session: LineSession) -> LineUser:
+    def join_line(self, name: str, session: Session) -> LineUser:
         """Add a line user, announcing it to the other line users."""
         check_name(name, self.limits)
         self._claim(name, None)
         user = LineUser(name, session)
         self._add(user)
-        self._line_users[user] = None
+        if self._batches:
+            # It gets what is announced from now on, not what came before.
+            self._own.setdefault(session, [])
+        self._line_sessions[session] = None
         self._announce(linewire.joined(name), exclude=user)
         self.log.info("line user {name} joined", name=name)
         return user
@@ -132,6 +164,7 @@ class Hub:
         del self._by_name[fold(old)]
         user.name = new
         self._by_name[fold(new)] = user
+        self._names = None
         self._announce(linewire.renamed(old, new))
         self.log.info("{old} is now {new}", old=old, new=new)
 
@@ -141,8 +174,14 @@ class Hub:
             return
         del self._by_name[fold(user.name)]
         del self._order[user]
-        self._line_users.pop(user, None)  # type: ignore[call-overload]
-        if isinstance(user, BinaryUser):
+        self._names = None
+        if isinstance(user, LineUser):
+            if self._batches:
+                # It keeps what was announced before it left.
+                self._own_list(user.session)
+            del self._line_sessions[user.session]
+        else:
+            self._binary_users.pop(user, None)  # type: ignore[call-overload]
             self.store.remove_user(user.key)
         self._announce(linewire.left(user.name))
         self.log.info("{name} left", name=user.name)
@@ -152,8 +191,8 @@ class Hub:
     def say_all(self, sender: User, text: str) -> None:
         """Send C{text} from C{sender} to every other user of both protocols."""
         self._announce(linewire.msg(sender.name, text), exclude=sender)
-        for user in self._order:
-            if isinstance(user, BinaryUser) and user is not sender:
+        for user in self._binary_users:
+            if user is not sender:
                 self._post(user, sender.name, text)
 
     def say_to(self, sender: User, receiver: str, text: str) -> None:
@@ -170,14 +209,47 @@ class Hub:
 
     def take_mail(self, user: BinaryUser) -> list[tuple[str, str]]:
         """Every message queued for C{user}, oldest first; the mailbox is then empty."""
-        mail = list(user.mailbox)
+        mail, user.mailbox = user.mailbox, []
         if mail:
-            user.mailbox.clear()
             self.store.remove_mail(user.key, mail[-1].key)
             # The client gets the mail only once its removal is committed;
             # if it cannot be, the mail was never received: put it back.
             self.store.committed().addErrback(self._put_back, user, mail)
         return [(sender, text) for _, sender, text in mail]
+
+    # Sending
+
+    def batch(self) -> _Batch:
+        """Hold what is sent in a C{with} block, then write it: one write a session.
+
+        A protocol wraps the handling of one read in this, so that a read
+        with many commands gives each session one write, not one a line.
+        """
+        return self._batch
+
+    def send(self, session: Session, data: bytes) -> None:
+        """Send C{data} to one session, in order with what the hub pushes it."""
+        if self._batches:
+            self._own_list(session).append(data)
+        else:
+            session.deliver(data)
+
+    def flush(self) -> None:
+        """Write what is held now: a protocol does so before it closes a
+        connection, since a TLS transport drops what is written after
+        C{loseConnection}."""
+        common, own = self._common, self._own
+        if not common and not own:
+            return
+        self._common, self._own = [], {}
+        if common:
+            data = b"".join(common)
+            for session in list(self._line_sessions):
+                if session not in own:
+                    session.deliver(data)
+        for session, chunks in own.items():
+            if chunks:
+                session.deliver(b"".join(chunks))
 
     # Internals
 
@@ -189,6 +261,10 @@ class Hub:
     def _add(self, user: User) -> None:
         self._by_name[fold(user.name)] = user
         self._order[user] = None
+        if self._names is not None:
+            self._names = linewire.add_name(self._names, user.name)
+        if isinstance(user, BinaryUser):
+            self._binary_users[user] = None
 
     def _lookup(self, name: str) -> User:
         user = self.find(name)
@@ -198,7 +274,7 @@ class Hub:
 
     def _deliver(self, sender: User, receiver: User, text: str) -> None:
         if isinstance(receiver, LineUser):
-            receiver.session.deliver(linewire.privmsg(sender.name, text))
+            self.send(receiver.session, linewire.privmsg(sender.name, text))
         elif isinstance(receiver, BinaryUser):
             self._post(receiver, sender.name, text)
 
@@ -209,10 +285,58 @@ class Hub:
     def _put_back(self, reason: Failure, user: BinaryUser, mail: list[Mail]) -> None:
         if self.is_current(user):
             # Older than any mail that came since: back at the front.
-            user.mailbox.extendleft(reversed(mail))
+            user.mailbox[:0] = mail
             self.store.put_back_mail(user.key, mail)
 
     def _announce(self, data: bytes, exclude: User | None = None) -> None:
-        for user in self._line_users:
-            if user is not exclude:
-                user.session.deliver(data)
+        """Send C{data} to every line user but C{exclude}."""
+        skip = exclude.session if isinstance(exclude, LineUser) else None
+        if not self._batches:
+            for session in self._line_sessions:
+                if session is not skip:
+                    session.deliver(data)
+            return
+        if skip is not None:
+            # Its own list from here: it has had the common lines so far.
+            self._own_list(skip)
+        self._common.append(data)
+        for session, own in self._own.items():
+            if session is not skip and session in self._line_sessions:
+                own.append(data)
+
+    def _own_list(self, session: Session) -> list[bytes]:
+        """The list of what C{session} alone gets in this batch."""
+        own = self._own.get(session)
+        if own is None:
+            own = self._own[session] = (
+                list(self._common) if session in self._line_sessions else []
+            )
+        return own
+
+    def _hold(self) -> None:
+        self._batches += 1
+
+    def _release(self) -> None:
+        self._batches -= 1
+        if not self._batches:
+            self.flush()
+
+
+class _Batch:
+    """L{Hub.batch}: a plain class, as cheap as a context manager can be."""
+
+    __slots__ = ("_hub",)
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    def __enter__(self) -> None:
+        self._hub._hold()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._hub._release()

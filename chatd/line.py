@@ -45,12 +45,14 @@ class LineProtocol(LineReceiver):
         # it has buffered is the head of a line, never a whole command.
         if b"\n" in data:
             self._seen_lf = True
-        # A client that has never ended a line sends one command per send(),
-        # as PyChat's own client does: a read that starts a new command ends
-        # the pending one.
-        if not self._seen_lf and data[:1] == b"!" and self._buffer:
-            self._flushPartial()
-        super().dataReceived(data)
+        # All that the commands of one read send goes out as one write a session.
+        with self.hub.batch():
+            # A client that has never ended a line sends one command per
+            # send(), as PyChat's own client does: a read that starts a new
+            # command ends the pending one.
+            if not self._seen_lf and data[:1] == b"!" and self._buffer:
+                self._flushPartial()
+            super().dataReceived(data)
         # Only a client that has never ended a line is flushed by the clock;
         # once one has, a partial line waits for its LF however slow it is.
         if self._buffer and not self._seen_lf and not self.transport.disconnecting:
@@ -62,7 +64,8 @@ class LineProtocol(LineReceiver):
         """Take a partial line that has waited long enough as a whole one."""
         self._flush = None
         if self._buffer and not self.transport.disconnecting:
-            self.lineReceived(self.clearLineBuffer())
+            with self.hub.batch():
+                self.lineReceived(self.clearLineBuffer())
 
     def lineReceived(self, line: bytes) -> None:
         if line.endswith(b"\r"):
@@ -92,10 +95,20 @@ class LineProtocol(LineReceiver):
         self._flush = None
         self._leave()
 
-    # What the hub pushes
+    # Output
 
     def deliver(self, data: bytes) -> None:
+        """Write to the client: every byte this connection sends passes here."""
         self.transport.write(data)
+
+    def _send(self, data: bytes) -> None:
+        """Answer the client, in order with what the hub pushes it."""
+        self.hub.send(self, data)
+
+    def _close(self) -> None:
+        # What is held goes first: TLS drops what is written after the close.
+        self.hub.flush()
+        self.transport.loseConnection()
 
     # Commands
 
@@ -117,14 +130,14 @@ class LineProtocol(LineReceiver):
             raise BadArguments("you have a name; use !changenickname")
         name = self._one_argument("!nick NAME", rest)
         self.user = self.hub.join_line(name, self)
-        self.deliver(linewire.users(self.hub.names()))
+        self._send(self.hub.users_line())
 
     def on_changenickname(self, rest: str) -> None:
         assert self.user is not None
         self.hub.rename(self.user, self._one_argument("!changenickname NEW", rest))
 
     def on_users(self, rest: str) -> None:
-        self.deliver(linewire.users(self.hub.names()))
+        self._send(self.hub.users_line())
 
     def on_sendmsg(self, rest: str) -> None:
         assert self.user is not None
@@ -143,11 +156,11 @@ class LineProtocol(LineReceiver):
         self.hub.poke(self.user, self._one_argument("!poke NAME", rest))
 
     def on_help(self, rest: str) -> None:
-        self.deliver(linewire.help_lines())
+        self._send(linewire.help_lines())
 
     def on_quit(self, rest: str) -> None:
         self._leave()
-        self.transport.loseConnection()
+        self._close()
 
     # Helpers
 
@@ -163,7 +176,7 @@ class LineProtocol(LineReceiver):
             self.user = None
 
     def _error(self, code: str, text: str, close: bool = False) -> None:
-        self.deliver(linewire.error(code, text))
+        self._send(linewire.error(code, text))
         if close:
             self.log.info("closing {peer}: {code}", peer=self.transport.getPeer(), code=code)
-            self.transport.loseConnection()
+            self._close()
