@@ -59,17 +59,23 @@ class BinaryProtocol(IntNStringReceiver):
         self._command: bytes | None = None
         self._args: list[bytes] = []
         self.lag = FakeLag(self, hub.limits, clock)
+        # A refusal is queued behind earlier replies: read no more commands.
+        self._closing = False
 
     # Framing
 
     def dataReceived(self, data: bytes) -> None:
+        # After a refusal nothing more is read: an over-long frame stays in
+        # the buffer and would otherwise be refused again with each segment.
         if self.transport.disconnecting:
             return
-        super().dataReceived(data)
+        # The replies to every command of one read go out as one write.
+        with self.hub.batch():
+            super().dataReceived(data)
         self.lag.check(len(self._unprocessed))
 
     def stringReceived(self, data: bytes) -> None:
-        if self.transport.disconnecting:
+        if self._closing or self.transport.disconnecting:
             return
         if self._command is None:
             if data not in ARITY:
@@ -100,8 +106,13 @@ class BinaryProtocol(IntNStringReceiver):
         """Close for a limit, with a frame that says which where the protocol has one."""
         text = binwire.CLOSING.get(ending)
         if text is not None:
-            self._reply(text)
-        self._close(ending.value)
+            self._refuse(text)
+        elif not self._closing:
+            self._closing = self.paused = True
+            self.log.info(
+                "closing {peer}: {reason}", peer=self.transport.getPeer(), reason=ending.value
+            )
+            self._close()
 
     # Commands
 
@@ -190,17 +201,50 @@ class BinaryProtocol(IntNStringReceiver):
         except ChatError:
             raise _Refused(binwire.BAD_MESSAGE)
 
-    def _reply(self, *texts: str) -> None:
-        self.transport.write(binwire.frames(*texts))
+    def _reply(self, *texts: str, close: bool = False) -> None:
+        """Answer once every change so far is committed.
+
+        Acknowledged means stored, and since the hub's commits fire in order,
+        replies keep the order of their commands. With the in-memory store
+        the answer is sent at once, in the hub's batch for this read.
+        """
+        self.hub.committed().addCallbacks(
+            self._write, self._storeFailed, (binwire.frames(*texts), close)
+        )
+
+    def _write(self, _: None, data: bytes, close: bool) -> None:
+        if self.transport.disconnecting:
+            return
+        self.hub.send(self, data)
+        if close:
+            self._close()
+
+    def _storeFailed(self, reason: Failure) -> None:
+        """The changes this reply stands on are not stored: say so, and close."""
+        if self.transport.disconnecting:
+            return
+        self.log.error(
+            "closing {peer}: {reason}", peer=self.transport.getPeer(), reason=reason.value
+        )
+        self.hub.send(self, binwire.frames(binwire.STORE_FAILED))
+        self._close()
+
+    def _close(self) -> None:
+        # What is held goes first: TLS drops what is written after the close.
+        self.hub.flush()
+        self.transport.loseConnection()
+
+    def deliver(self, data: bytes) -> None:
+        """Write to the client: every byte this connection sends passes here."""
+        self.transport.write(data)
 
     def _refuse(self, text: str) -> None:
         """Answer one frame, then close: the protocol's way to end a bad session."""
-        self._reply(text)
-        self._close(text)
-
-    def _close(self, reason: str) -> None:
-        self.log.info("closing {peer}: {reason}", peer=self.transport.getPeer(), reason=reason)
+        if self._closing:
+            return
+        self._closing = True
         # Parse nothing more, not even the rest of the read in hand: a
         # flooder's read can hold thousands of frames.
         self.paused = True
-        self.transport.loseConnection()
+        self.log.info("closing {peer}: {reason}", peer=self.transport.getPeer(), reason=text)
+        self._reply(text, close=True)

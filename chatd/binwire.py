@@ -31,6 +31,9 @@ CLOSING: dict[Ending, str] = {
     Ending.FLOOD: FLOOD,
 }
 
+# chatd's own: a change could not be committed, so it was not acknowledged.
+STORE_FAILED = "Storage failed! Try again later."
+
 
 def hello(name: str) -> str:
     return f"Hello, {name}"
@@ -73,3 +76,12 @@ def frame(payload: bytes) -> bytes:
 def frames(*texts: str) -> bytes:
     """Several text frames as one buffer, so a reply is one write."""
     return b"".join(frame(text.encode("utf-8")) for text in texts)
+
+
+PREFIX_LENGTH = _LENGTH.size
+
+
+def length(prefix: bytes) -> int:
+    """The payload length that a frame's C{PREFIX_LENGTH}-byte prefix announces."""
+    (n,) = _LENGTH.unpack(prefix)
+    return int(n)

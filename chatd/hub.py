@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections import deque
+from types import TracebackType
 from typing import Protocol
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatd import linewire
 from chatd.rules import (
@@ -18,13 +20,14 @@ from chatd.rules import (
     check_name,
     fold,
 )
+from chatd.store import Mail, MemoryStore, Store
 
 
-class LineSession(Protocol):
-    """What the hub needs of a connection that is pushed lines."""
+class Session(Protocol):
+    """What the hub needs of a connection it sends to."""
 
     def deliver(self, data: bytes) -> None:
-        """Send C{data}, one or more encoded lines, to the client."""
+        """Write C{data}, encoded lines or frames, to the client."""
 
 
 class User:
@@ -41,40 +44,87 @@ class LineUser(User):
 
     __slots__ = ("session",)
 
-    def __init__(self, name: str, session: LineSession) -> None:
+    def __init__(self, name: str, session: Session) -> None:
         super().__init__(name)
         self.session = session
 
 
 class BinaryUser(User):
-    """A user of the binary protocol: messages wait in its mailbox for C{receive}."""
+    """A user of the binary protocol: messages wait in its mailbox for C{receive}.
 
-    __slots__ = ("host", "mailbox")
+    C{key} names the user in the hub's L{Store}.
+    """
 
-    def __init__(self, name: str, host: str) -> None:
+    __slots__ = ("host", "key", "mailbox")
+
+    def __init__(self, name: str, host: str, key: int) -> None:
         super().__init__(name)
         self.host = host
-        self.mailbox: deque[tuple[str, str]] = deque()
+        self.key = key
+        # A list, not a deque: an empty deque takes 760 bytes, a list 56,
+        # and mail is only ever appended and taken whole.
+        self.mailbox: list[Mail] = []
 
 
 class Hub:
-    """One namespace and one message store shared by every connection."""
+    """One namespace and one message store shared by every connection.
+
+    The hub answers from memory; every change to the binary users and their
+    mail also goes, in order, to C{store}, which says when it is committed.
+
+    While a connection's read is handled (L{batch}), what the hub sends is
+    held, and each session then gets it all in one write: the lines every
+    line user gets alike are joined once and shared; a session that gets
+    something else (a reply, a private message, or is left out of its own
+    message) gets its own list.
+    """
 
     log = Logger()
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, store: Store | None = None) -> None:
         self.limits = limits or Limits()
+        self.store: Store = store or MemoryStore()
         self._by_name: dict[str, User] = {}
-        # Insertion-ordered sets: users in order of arrival, and the line
-        # users among them, who are the ones pushed announcements.
+        # Insertion-ordered sets: users in order of arrival; the sessions of
+        # the line users among them, who are pushed announcements; and the
+        # binary users, who get mail.
         self._order: dict[User, None] = {}
-        self._line_users: dict[LineUser, None] = {}
+        self._line_sessions: dict[Session, None] = {}
+        self._binary_users: dict[BinaryUser, None] = {}
+        # The encoded names for users_line(); None once out of date.
+        self._names: bytes | None = b""
+        # Output held during a batch: what every line session gets, unless
+        # it has its own list in _own.
+        self._batch = _Batch(self)
+        self._batches = 0
+        self._common: list[bytes] = []
+        self._own: dict[Session, list[bytes]] = {}
+        # Binary users kept from before a restart: registered, and offline.
+        for kept in self.store.load():
+            user = BinaryUser(kept.name, kept.host, kept.key)
+            user.mailbox.extend(kept.mail)
+            self._add(user)
+
+    def committed(self) -> Deferred[None]:
+        """Fire once every change made so far is committed to the store."""
+        return self.store.committed()
 
     # Looking up
 
     def names(self) -> list[str]:
         """Every user's name, in the order users arrived."""
         return [user.name for user in self._order]
+
+    def users_line(self) -> bytes:
+        """The line protocol's C{!users} reply, encoded.
+
+        The names are kept encoded: an arrival appends its name, so a join,
+        which answers the whole list, costs a copy of bytes rather than a
+        walk over every user; a departure or rename has them rebuilt.
+        """
+        if self._names is None:
+            self._names = linewire.encode_names(self.names())
+        return linewire.users_line(len(self._order), self._names)
 
     def find(self, name: str) -> User | None:
         return self._by_name.get(fold(name))
@@ -85,13 +135,16 @@ class Hub:
 
     # Joining and leaving
 
-    def join_line(self, name: str, session: LineSession) -> LineUser:
+    def join_line(self, name: str, session: Session) -> LineUser:
         """Add a line user, announcing it to the other line users."""
         check_name(name, self.limits)
         self._claim(name, None)
         user = LineUser(name, session)
         self._add(user)
-        self._line_users[user] = None
+        if self._batches:
+            # It gets what is announced from now on, not what came before.
+            self._own.setdefault(session, [])
+        self._line_sessions[session] = None
         self._announce(linewire.joined(name), exclude=user)
         self.log.info("line user {name} joined", name=name)
         return user
@@ -108,7 +161,7 @@ class Hub:
             return holder, False
         self._claim(name, None)
         self._check_room(host)
-        user = BinaryUser(name, host)
+        user = BinaryUser(name, host, self.store.add_user(name, host))
         self._add(user)
         self._announce(linewire.joined(name))
         self.log.info("binary user {name} registered from {host}", name=name, host=host)
@@ -122,6 +175,7 @@ class Hub:
         del self._by_name[fold(old)]
         user.name = new
         self._by_name[fold(new)] = user
+        self._names = None
         self._announce(linewire.renamed(old, new))
         self.log.info("{old} is now {new}", old=old, new=new)
 
@@ -131,7 +185,15 @@ class Hub:
             return
         del self._by_name[fold(user.name)]
         del self._order[user]
-        self._line_users.pop(user, None)  # type: ignore[call-overload]
+        self._names = None
+        if isinstance(user, LineUser):
+            if self._batches:
+                # It keeps what was announced before it left.
+                self._own_list(user.session)
+            del self._line_sessions[user.session]
+        else:
+            self._binary_users.pop(user, None)  # type: ignore[call-overload]
+            self.store.remove_user(user.key)
         self._announce(linewire.left(user.name))
         self.log.info("{name} left", name=user.name)
 
@@ -146,10 +208,8 @@ class Hub:
         self._announce(linewire.msg(sender.name, text), exclude=sender)
         full = [
             user.name
-            for user in self._order
-            if isinstance(user, BinaryUser)
-            and user is not sender
-            and not self._post(user, sender.name, text)
+            for user in self._binary_users
+            if user is not sender and not self._post(user, sender.name, text)
         ]
         if full:
             raise MailboxFull(full)
@@ -171,9 +231,47 @@ class Hub:
 
     def take_mail(self, user: BinaryUser) -> list[tuple[str, str]]:
         """Every message queued for C{user}, oldest first; the mailbox is then empty."""
-        mail = list(user.mailbox)
-        user.mailbox.clear()
-        return mail
+        mail, user.mailbox = user.mailbox, []
+        if mail:
+            self.store.remove_mail(user.key, mail[-1].key)
+            # The client gets the mail only once its removal is committed;
+            # if it cannot be, the mail was never received: put it back.
+            self.store.committed().addErrback(self._put_back, user, mail)
+        return [(sender, text) for _, sender, text in mail]
+
+    # Sending
+
+    def batch(self) -> _Batch:
+        """Hold what is sent in a C{with} block, then write it: one write a session.
+
+        A protocol wraps the handling of one read in this, so that a read
+        with many commands gives each session one write, not one a line.
+        """
+        return self._batch
+
+    def send(self, session: Session, data: bytes) -> None:
+        """Send C{data} to one session, in order with what the hub pushes it."""
+        if self._batches:
+            self._own_list(session).append(data)
+        else:
+            session.deliver(data)
+
+    def flush(self) -> None:
+        """Write what is held now: a protocol does so before it closes a
+        connection, since a TLS transport drops what is written after
+        C{loseConnection}."""
+        common, own = self._common, self._own
+        if not common and not own:
+            return
+        self._common, self._own = [], {}
+        if common:
+            data = b"".join(common)
+            for session in list(self._line_sessions):
+                if session not in own:
+                    session.deliver(data)
+        for session, chunks in own.items():
+            if chunks:
+                session.deliver(b"".join(chunks))
 
     # Internals
 
@@ -185,9 +283,13 @@ class Hub:
     def _add(self, user: User) -> None:
         self._by_name[fold(user.name)] = user
         self._order[user] = None
+        if self._names is not None:
+            self._names = linewire.add_name(self._names, user.name)
+        if isinstance(user, BinaryUser):
+            self._binary_users[user] = None
 
     def _check_room(self, host: str) -> None:
-        binary = [user for user in self._order if isinstance(user, BinaryUser)]
+        binary = self._binary_users
         if len(binary) >= self.limits.max_binary_users:
             raise TooManyUsers("the server holds all the users it may")
         if sum(user.host == host for user in binary) >= self.limits.max_binary_users_per_host:
@@ -201,7 +303,7 @@ class Hub:
 
     def _deliver(self, sender: User, receiver: User, text: str) -> None:
         if isinstance(receiver, LineUser):
-            receiver.session.deliver(linewire.privmsg(sender.name, text))
+            self.send(receiver.session, linewire.privmsg(sender.name, text))
         elif isinstance(receiver, BinaryUser) and not self._post(receiver, sender.name, text):
             raise MailboxFull([receiver.name])
 
@@ -213,11 +315,65 @@ class Hub:
         """
         if len(receiver.mailbox) >= self.limits.mailbox_size:
             return False
-        receiver.mailbox.append((sender, text))
+        key = self.store.add_mail(receiver.key, sender, text)
+        receiver.mailbox.append(Mail(key, sender, text))
         return True
 
+    def _put_back(self, reason: Failure, user: BinaryUser, mail: list[Mail]) -> None:
+        if self.is_current(user):
+            # Older than any mail that came since: back at the front.
+            user.mailbox[:0] = mail
+            self.store.put_back_mail(user.key, mail)
+
     def _announce(self, data: bytes, exclude: User | None = None) -> None:
-        # A copy: a delivery may end a slow reader's session under us.
-        for user in list(self._line_users):
-            if user is not exclude:
-                user.session.deliver(data)
+        """Send C{data} to every line user but C{exclude}."""
+        skip = exclude.session if isinstance(exclude, LineUser) else None
+        if not self._batches:
+            for session in self._line_sessions:
+                if session is not skip:
+                    session.deliver(data)
+            return
+        if skip is not None:
+            # Its own list from here: it has had the common lines so far.
+            self._own_list(skip)
+        self._common.append(data)
+        for session, own in self._own.items():
+            if session is not skip and session in self._line_sessions:
+                own.append(data)
+
+    def _own_list(self, session: Session) -> list[bytes]:
+        """The list of what C{session} alone gets in this batch."""
+        own = self._own.get(session)
+        if own is None:
+            own = self._own[session] = (
+                list(self._common) if session in self._line_sessions else []
+            )
+        return own
+
+    def _hold(self) -> None:
+        self._batches += 1
+
+    def _release(self) -> None:
+        self._batches -= 1
+        if not self._batches:
+            self.flush()
+
+
+class _Batch:
+    """L{Hub.batch}: a plain class, as cheap as a context manager can be."""
+
+    __slots__ = ("_hub",)
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    def __enter__(self) -> None:
+        self._hub._hold()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._hub._release()

@@ -48,20 +48,31 @@ class LineProtocol(LineReceiver):
         if self._flush is not None and self._flush.active():
             self._flush.cancel()
         self._flush = None
-        # A client that has never ended a line sends one command per send(),
-        # as PyChat's own client does: a read that starts a new command ends
-        # the pending one. While the client is held for flooding, the end is
-        # marked in the buffer, to be parsed in turn.
-        if not self._seen_lf and data[:1] == b"!" and self._buffer:
-            if self.paused:
-                self._buffer += self.delimiter
-            else:
-                self._flushPartial()
+        # A read with an LF in it shows a client that ends its lines: what
+        # it has buffered is the head of a line, never a whole command.
         if b"\n" in data:
             self._seen_lf = True
-        super().dataReceived(data)
+        # All that the commands of one read send goes out as one write a session.
+        with self.hub.batch():
+            # A client that has never ended a line sends one command per
+            # send(), as PyChat's own client does: a read that starts a new
+            # command ends the pending one. While the client is held for
+            # flooding, the end is marked in the buffer, to be parsed in turn.
+            if not self._seen_lf and data[:1] == b"!" and self._buffer:
+                if self.paused:
+                    self._buffer += self.delimiter
+                else:
+                    self._flushPartial()
+            super().dataReceived(data)
         self.lag.check(len(self._buffer))
-        if self._buffer and not self.transport.disconnecting and not self.paused:
+        # Only a client that has never ended a line is flushed by the clock;
+        # once one has, a partial line waits for its LF however slow it is.
+        if (
+            self._buffer
+            and not self._seen_lf
+            and not self.transport.disconnecting
+            and not self.paused
+        ):
             self._flush = self.clock.callLater(
                 self.hub.limits.line_flush, self._flushPartial
             )
@@ -70,7 +81,8 @@ class LineProtocol(LineReceiver):
         """Take a partial line that has waited long enough as a whole one."""
         self._flush = None
         if self._buffer and not self.transport.disconnecting and not self.paused:
-            self.lineReceived(self.clearLineBuffer())
+            with self.hub.batch():
+                self.lineReceived(self.clearLineBuffer())
 
     def lineReceived(self, line: bytes) -> None:
         self.lag.command()
@@ -106,10 +118,20 @@ class LineProtocol(LineReceiver):
         """Close for a limit, telling the client which."""
         self._error(ending.value, linewire.CLOSING[ending], close=True)
 
-    # What the hub pushes
+    # Output
 
     def deliver(self, data: bytes) -> None:
+        """Write to the client: every byte this connection sends passes here."""
         self.transport.write(data)
+
+    def _send(self, data: bytes) -> None:
+        """Answer the client, in order with what the hub pushes it."""
+        self.hub.send(self, data)
+
+    def _close(self) -> None:
+        # What is held goes first: TLS drops what is written after the close.
+        self.hub.flush()
+        self.transport.loseConnection()
 
     # Commands
 
@@ -131,14 +153,14 @@ class LineProtocol(LineReceiver):
             raise BadArguments("you have a name; use !changenickname")
         name = self._one_argument("!nick NAME", rest)
         self.user = self.hub.join_line(name, self)
-        self.deliver(linewire.users(self.hub.names()))
+        self._send(self.hub.users_line())
 
     def on_changenickname(self, rest: str) -> None:
         assert self.user is not None
         self.hub.rename(self.user, self._one_argument("!changenickname NEW", rest))
 
     def on_users(self, rest: str) -> None:
-        self.deliver(linewire.users(self.hub.names()))
+        self._send(self.hub.users_line())
 
     def on_sendmsg(self, rest: str) -> None:
         assert self.user is not None
@@ -157,11 +179,11 @@ class LineProtocol(LineReceiver):
         self.hub.poke(self.user, self._one_argument("!poke NAME", rest))
 
     def on_help(self, rest: str) -> None:
-        self.deliver(linewire.help_lines())
+        self._send(linewire.help_lines())
 
     def on_quit(self, rest: str) -> None:
         self._leave()
-        self.transport.loseConnection()
+        self._close()
 
     # Helpers
 
@@ -177,7 +199,7 @@ class LineProtocol(LineReceiver):
             self.user = None
 
     def _error(self, code: str, text: str, close: bool = False) -> None:
-        self.deliver(linewire.error(code, text))
+        self._send(linewire.error(code, text))
         if close:
             self.log.info("closing {peer}: {code}", peer=self.transport.getPeer(), code=code)
-            self.transport.loseConnection()
+            self._close()

@@ -33,7 +33,23 @@ def encode(line: str) -> bytes:
 
 def users(names: Iterable[str]) -> bytes:
     listed = list(names)
-    return encode(" ".join(["!users", str(len(listed)), *listed]))
+    return users_line(len(listed), encode_names(listed))
+
+
+def users_line(count: int, encoded: bytes) -> bytes:
+    """C{!users N name1 ... nameN}, from N and the names' L{encode_names}."""
+    return b"!users %d%s%s\n" % (count, b" " if encoded else b"", encoded)
+
+
+def encode_names(names: Iterable[str]) -> bytes:
+    """The names as C{!users} lists them, encoded."""
+    return " ".join(names).encode("utf-8")
+
+
+def add_name(encoded: bytes, name: str) -> bytes:
+    """L{encode_names} of the same names and C{name} after them."""
+    added = name.encode("utf-8")
+    return encoded + b" " + added if encoded else added
 
 
 def joined(name: str) -> bytes:

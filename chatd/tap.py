@@ -11,9 +11,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
+from chatd.database import UnusableDatabase, open_database
 from chatd.factory import ChatFactory
 from chatd.hub import Hub
 from chatd.rules import Limits
+from chatd.store import MemoryStore, SqliteStore, Store, ThreadWorker
 
 # PyChat's default port and ASVT-chat's, so both clients work unchanged.
 DEFAULT_PORTS = ("tcp:5000", "tcp:31337")
@@ -64,6 +66,9 @@ class Options(usage.Options):
          "Most messages queued for one binary user.", int],
         ["close-grace", None, _LIMITS.close_grace,
          "Seconds a closing connection has to take its last bytes.", float],
+        ["database", None, None,
+         "SQLite file that keeps the binary users and their mail across "
+         "restarts (created if missing); without it they live in memory only."],
     ]
 
     def __init__(self) -> None:
@@ -104,6 +109,8 @@ class Options(usage.Options):
         ]:
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be more than 0")
+        if self["database"] == "":
+            raise usage.UsageError("--database needs a file name")
 
     def limits(self) -> Limits:
         return Limits(**{f.name: self[f.name.replace("_", "-")] for f in fields(Limits)})
@@ -126,10 +133,24 @@ def makeService(config: Options, reactor: IReactorTime | None = None) -> MultiSe
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor  # type: ignore[assignment]
-    factory = ChatFactory(Hub(config.limits()), reactor)  # type: ignore[arg-type]
     top = MultiService()
-    # Added first, stopped last: the ports stop accepting before it says goodbye.
+    store: Store = MemoryStore()
+    if config["database"] is not None:
+        store = _sqlite_store(config["database"], reactor)
+        # Before the ports, so that it is started first.
+        store.setServiceParent(top)
+    factory = ChatFactory(Hub(config.limits(), store), reactor)  # type: ignore[arg-type]
+    # Before the ports, so stopped after them: they stop accepting first.
     Draining(factory).setServiceParent(top)
     for description in config["ports"]:
         strports.service(description, factory, reactor=reactor).setServiceParent(top)
     return top
+
+
+def _sqlite_store(path: str, reactor: IReactorTime) -> SqliteStore:
+    try:
+        db = open_database(path)
+    except UnusableDatabase as e:
+        # twistd prints this and exits 1: one readable line, not a traceback.
+        raise SystemExit(f"chatd: {e}")
+    return SqliteStore(db, reactor, ThreadWorker(reactor))  # type: ignore[arg-type]

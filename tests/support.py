@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 import struct
-from typing import Any
+import tempfile
+from typing import Any, Callable, TypeVar
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
 
 from chatd.factory import ChatFactory
 from chatd.hub import Hub
 from chatd.rules import Limits
+from chatd.store import Store
+
+_T = TypeVar("_T")
 
 
 def frame(payload: bytes) -> bytes:
@@ -41,9 +49,11 @@ def parse_frames(data: bytes) -> list[bytes]:
 class Server:
     """One chatd factory and clock, with connections made over StringTransports."""
 
-    def __init__(self, **limits: Any) -> None:
-        self.clock = Clock()
-        self.hub = Hub(Limits(**limits))
+    def __init__(
+        self, store: Store | None = None, clock: Clock | None = None, **limits: Any
+    ) -> None:
+        self.clock = clock or Clock()
+        self.hub = Hub(Limits(**limits), store)
         self.factory = ChatFactory(self.hub, self.clock)
 
     def connect(self, host: str = "127.0.0.1", port: int = 40000) -> Client:
@@ -88,3 +98,57 @@ class Client:
         from twisted.python.failure import Failure
 
         self.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+def temporary_directory(case: SynchronousTestCase) -> str:
+    """A new directory outside the checkout, removed after the test.
+
+    (Under pytest, C{mktemp} makes its paths below the current directory.)
+    """
+    directory = tempfile.mkdtemp(prefix="chatd-test-")
+    case.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+    return directory
+
+
+class InlineWorker:
+    """Runs database work at once, in the test's thread; can be told to fail."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.failures = 0
+
+    def run(self, work: Callable[[], _T]) -> Deferred[_T]:
+        self.runs += 1
+        if self.failures:
+            self.failures -= 1
+            return fail(sqlite3.OperationalError("database or disk is full"))
+        return maybeDeferred(work)
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class HeldWorker(InlineWorker):
+    """Holds database work until the test releases it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[tuple[Callable[[], object], Deferred[object]]] = []
+
+    def run(self, work: Callable[[], _T]) -> Deferred[_T]:
+        self.runs += 1
+        d: Deferred[_T] = Deferred()
+        self.held.append((work, d))  # type: ignore[arg-type]
+        return d
+
+    def release(self, error: Exception | None = None) -> None:
+        """Run the held work, or fail it with C{error} without running it."""
+        held, self.held = self.held, []
+        for work, d in held:
+            if error is None:
+                d.callback(work())
+            else:
+                d.errback(error)
