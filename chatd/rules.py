@@ -23,15 +23,15 @@ class Limits:
     max_frame_length: int = 1024
     # Section 5: what one client may take of a server; README.limits.md says why.
     max_connections: int = 500
-    max_connections_per_host: int = 16
+    max_connections_per_host: int = 32
     handshake_timeout: float = 30.0
     idle_timeout: float = 60.0
-    command_rate: float = 4.0
-    command_burst: int = 10
+    command_rate: float = 20.0
+    command_burst: int = 50
     max_input_backlog: int = 16 * 1024
     max_output_backlog: int = 1024 * 1024
-    max_binary_users: int = 1000
-    max_binary_users_per_host: int = 16
+    max_binary_users: int = 5000
+    max_binary_users_per_host: int = 100
     mailbox_size: int = 100
     close_grace: float = 2.0
 
