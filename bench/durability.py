@@ -27,6 +27,7 @@ from collections import deque
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from open_limits import OPEN_LIMITS  # noqa: E402
 from twisted.internet.interfaces import IReactorTime  # noqa: E402
 
 from chatd import binwire  # noqa: E402
@@ -61,7 +62,7 @@ def serve(port: int, database: str | None) -> None:
 
     from chatd.tap import Options, makeService
 
-    args = ["--port", f"tcp:{port}:interface=127.0.0.1"]
+    args = ["--port", f"tcp:{port}:interface=127.0.0.1", *OPEN_LIMITS]
     if database is not None:
         args += ["--database", database]
     config = Options()

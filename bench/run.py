@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from open_limits import OPEN_LIMITS
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SOURCE = BENCH / "loadgen.c"
@@ -111,7 +113,7 @@ class Server:
             argv += ["--profile", str(self.stats), "--profiler", "cprofile", "--savestats"]
         # The default listen queue (50) is too short for thousands of connects.
         endpoint = f"tcp:{self.port}:interface=127.0.0.1:backlog=1024"
-        argv += ["chatd", "--port", endpoint]
+        argv += ["chatd", "--port", endpoint, *OPEN_LIMITS]
         env = dict(os.environ, PYTHONPATH=str(TREE))
         self.proc = subprocess.Popen(
             pinned(0, argv), env=env, cwd=workdir, preexec_fn=raise_nofile

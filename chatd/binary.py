@@ -208,9 +208,12 @@ class BinaryProtocol(IntNStringReceiver):
         replies keep the order of their commands. With the in-memory store
         the answer is sent at once, in the hub's batch for this read.
         """
-        self.hub.committed().addCallbacks(
-            self._write, self._storeFailed, (binwire.frames(*texts), close)
-        )
+        data = binwire.frames(*texts)
+        if self.hub.settled():
+            # Nothing waits to be stored: no Deferred for the common case.
+            self._write(None, data, close)
+        else:
+            self.hub.committed().addCallbacks(self._write, self._storeFailed, (data, close))
 
     def _write(self, _: None, data: bytes, close: bool) -> None:
         if self.transport.disconnecting:

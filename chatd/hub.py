@@ -105,6 +105,10 @@ class Hub:
             user.mailbox.extend(kept.mail)
             self._add(user)
 
+    def settled(self) -> bool:
+        """Whether every change made so far is committed to the store."""
+        return self.store.settled()
+
     def committed(self) -> Deferred[None]:
         """Fire once every change made so far is committed to the store."""
         return self.store.committed()
@@ -236,7 +240,8 @@ class Hub:
             self.store.remove_mail(user.key, mail[-1].key)
             # The client gets the mail only once its removal is committed;
             # if it cannot be, the mail was never received: put it back.
-            self.store.committed().addErrback(self._put_back, user, mail)
+            if not self.store.settled():
+                self.store.committed().addErrback(self._put_back, user, mail)
         return [(sender, text) for _, sender, text in mail]
 
     # Sending

@@ -66,6 +66,9 @@ class Store(Protocol):
     def put_back_mail(self, key: int, mail: list[Mail]) -> None:
         """Put messages back into a user's mailbox, under their own keys."""
 
+    def settled(self) -> bool:
+        """Whether every change so far is committed, so nothing need wait."""
+
     def committed(self) -> Deferred[None]:
         """A new Deferred that fires once every change so far is committed.
 
@@ -99,6 +102,9 @@ class MemoryStore:
 
     def put_back_mail(self, key: int, mail: list[Mail]) -> None:
         pass
+
+    def settled(self) -> bool:
+        return True
 
     def committed(self) -> Deferred[None]:
         return succeed(None)
@@ -214,6 +220,9 @@ class SqliteStore(Service):
     def put_back_mail(self, key: int, mail: list[Mail]) -> None:
         for message in mail:
             self._change(_ADD_MAIL, message.key, key, message.sender, message.text)
+
+    def settled(self) -> bool:
+        return not self._pending and self._committing is None
 
     def committed(self) -> Deferred[None]:
         if self._pending:

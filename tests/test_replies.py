@@ -17,6 +17,10 @@ class HeldStore(MemoryStore):
         super().__init__()
         self.waiting: list[Deferred[None]] = []
 
+    def settled(self) -> bool:
+        # Every change waits for the test to commit it.
+        return False
+
     def committed(self) -> Deferred[None]:
         d: Deferred[None] = Deferred()
         self.waiting.append(d)
