@@ -33,6 +33,11 @@ class BoundedTransport:
     """
 
     log = Logger()
+    # One per connection: no per-instance dict.
+    __slots__ = (
+        "transport", "clock", "limits", "backlog", "disconnecting",
+        "_registered", "_abort",
+    )
 
     def __init__(self, transport: ITransport, clock: IReactorTime, limits: Limits) -> None:
         self.transport = transport

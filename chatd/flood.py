@@ -12,6 +12,8 @@ from chatd.rules import Ending, Limits
 class TokenBucket:
     """C{rate} tokens a second, holding at most C{burst}, on an injected clock."""
 
+    __slots__ = ("rate", "burst", "clock", "tokens", "_stamp")
+
     def __init__(self, rate: float, burst: int, clock: IReactorTime) -> None:
         self.rate = rate
         self.burst = burst
@@ -45,6 +47,8 @@ class FakeLag:
     Nothing is dropped: input waits in the receiver's buffer. What waits is
     bounded, though: a client that keeps sending while held is flooding.
     """
+
+    __slots__ = ("receiver", "clock", "max_held", "bucket", "_resume")
 
     def __init__(self, receiver: Pauseable, limits: Limits, clock: IReactorTime) -> None:
         self.receiver = receiver
