@@ -6,6 +6,7 @@ from types import TracebackType
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -21,6 +22,13 @@ from chatd.rules import (
     fold,
 )
 from chatd.store import Mail, MemoryStore, Store
+
+
+# A read that sent everyone fewer lines than this (a join, a leave, one
+# message) is held to the end of the reactor's turn, to share its writes with
+# the other reads of the turn; a burst of lines fills its writes by itself and
+# goes at once, while the writes of the last turn are still under way.
+HOLD_BELOW = 2
 
 
 class Session(Protocol):
@@ -76,13 +84,22 @@ class Hub:
     held, and each session then gets it all in one write: the lines every
     line user gets alike are joined once and shared; a session that gets
     something else (a reply, a private message, or is left out of its own
-    message) gets its own list.
+    message) gets its own list. Given a C{clock} (the reactor), the hub holds
+    a read's output that is small (see L{HOLD_BELOW}) on to the end of the
+    reactor's turn, so that the reads of many clients handled in one turn (a
+    burst of joins) still give each session one write.
     """
 
     log = Logger()
 
-    def __init__(self, limits: Limits | None = None, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        store: Store | None = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
         self.limits = limits or Limits()
+        self.clock = clock
         self.store: Store = store or MemoryStore()
         self._by_name: dict[str, User] = {}
         # Insertion-ordered sets: users in order of arrival; the sessions of
@@ -99,6 +116,8 @@ class Hub:
         self._batches = 0
         self._common: list[bytes] = []
         self._own: dict[Session, list[bytes]] = {}
+        # The call that ends the hold at the end of the reactor's turn.
+        self._turn: IDelayedCall | None = None
         # Binary users kept from before a restart: registered, and offline.
         for kept in self.store.load():
             user = BinaryUser(kept.name, kept.host, kept.key)
@@ -359,6 +378,19 @@ class Hub:
         self._batches += 1
 
     def _release(self) -> None:
+        self._batches -= 1
+        if self._batches:
+            return
+        if self.clock is None or len(self._common) >= HOLD_BELOW:
+            self.flush()
+        else:
+            # Hold on until the reactor has handled every read of this turn:
+            # a call for "0 seconds from now" runs right after them.
+            self._batches = 1
+            self._turn = self.clock.callLater(0, self._end_turn)
+
+    def _end_turn(self) -> None:
+        self._turn = None
         self._batches -= 1
         if not self._batches:
             self.flush()

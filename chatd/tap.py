@@ -139,7 +139,8 @@ def makeService(config: Options, reactor: IReactorTime | None = None) -> MultiSe
         store = _sqlite_store(config["database"], reactor)
         # Before the ports, so that it is started first.
         store.setServiceParent(top)
-    factory = ChatFactory(Hub(config.limits(), store), reactor)  # type: ignore[arg-type]
+    hub = Hub(config.limits(), store, reactor)  # type: ignore[arg-type]
+    factory = ChatFactory(hub, reactor)  # type: ignore[arg-type]
     # Before the ports, so stopped after them: they stop accepting first.
     Draining(factory).setServiceParent(top)
     for description in config["ports"]:

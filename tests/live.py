@@ -51,7 +51,7 @@ class LiveServer:
     @classmethod
     async def start(cls, case: TestCase) -> LiveServer:
         """A server that C{case} stops when it ends."""
-        hub = Hub()
+        hub = Hub(clock=reactor)  # type: ignore[arg-type]
         connections = WrappingFactory(ChatFactory(hub, reactor))
         endpoint = serverFromString(reactor, "tcp:0:interface=127.0.0.1")
         server = cls(await endpoint.listen(connections), connections)

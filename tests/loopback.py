@@ -110,7 +110,7 @@ class Loopback:
 
     def __init__(self, case: TestCase, **limits: Any) -> None:
         self.case = case
-        self.factory = ChatFactory(Hub(Limits(**limits)), reactor)  # type: ignore[arg-type]
+        self.factory = ChatFactory(Hub(Limits(**limits), clock=reactor), reactor)  # type: ignore[arg-type]
         self.port = 0
 
     async def listen(self, description: str = "tcp:0:interface=127.0.0.1") -> Loopback:

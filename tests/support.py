@@ -50,10 +50,19 @@ class Server:
     """One chatd factory and clock, with connections made over StringTransports."""
 
     def __init__(
-        self, store: Store | None = None, clock: Clock | None = None, **limits: Any
+        self,
+        store: Store | None = None,
+        clock: Clock | None = None,
+        hold_turns: bool = False,
+        **limits: Any,
     ) -> None:
+        """
+        @param hold_turns: hold output to the end of the clock's turn, as the
+            running server does (C{clock.advance(0)} ends a turn); by default
+            each read's output is written at the end of that read.
+        """
         self.clock = clock or Clock()
-        self.hub = Hub(Limits(**limits), store)
+        self.hub = Hub(Limits(**limits), store, self.clock if hold_turns else None)
         self.factory = ChatFactory(self.hub, self.clock)
 
     def connect(self, host: str = "127.0.0.1", port: int = 40000) -> Client:

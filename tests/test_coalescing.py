@@ -49,14 +49,15 @@ class Connection(Client):
 class Room:
     """A server with line users alice, bob and carol, and binary user zed."""
 
-    def __init__(self) -> None:
-        self.server = Server()
+    def __init__(self, hold_turns: bool = False) -> None:
+        self.server = Server(hold_turns=hold_turns)
         self.ports = iter(range(40000, 41000))
         self.alice, self.bob, self.carol = (
             self.line(name) for name in ("alice", "bob", "carol")
         )
         self.zed = self.connect()
         self.zed.send(command(b"register", b"zed"))
+        self.server.clock.advance(0)
         for client in (self.alice, self.bob, self.carol, self.zed):
             client.writes()
 
@@ -247,3 +248,70 @@ class SameBytesTests(SynchronousTestCase):
         for name in together:
             self.assertLessEqual(len(together[name]), 1, name)
             self.assertEqual(b"".join(together[name]), b"".join(apart[name]), name)
+
+
+class TurnTests(SynchronousTestCase):
+    """Given the reactor as its clock, the hub holds to the end of the turn:
+    what the reads of several clients send still reaches each session in one
+    write, in the order the commands were handled."""
+
+    def setUp(self) -> None:
+        self.room = Room(hold_turns=True)
+
+    def end_turn(self) -> None:
+        self.room.server.clock.advance(0)
+
+    def test_two_senders_one_write_each(self) -> None:
+        room = self.room
+        room.alice.send(b"!sendmsg one\n")
+        room.bob.send(b"!sendmsg two\n")
+        self.assertEqual(room.carol.writes(), [])
+        self.end_turn()
+        self.assertEqual(room.carol.writes(), [lines("!msg alice one", "!msg bob two")])
+        self.assertEqual(room.alice.writes(), [lines("!msg bob two")])
+        self.assertEqual(room.bob.writes(), [lines("!msg alice one")])
+
+    def test_a_burst_goes_at_once(self) -> None:
+        """A read that sends everyone several lines fills its writes alone."""
+        room = self.room
+        room.alice.send(b"!sendmsg one\n!sendmsg two\n")
+        self.assertEqual(room.carol.writes(), [lines("!msg alice one", "!msg alice two")])
+
+    def test_burst_of_joins_one_write_each(self) -> None:
+        room = self.room
+        dave, erin = room.connect(), room.connect()
+        dave.send(b"!nick dave\n")
+        erin.send(b"!nick erin\n")
+        self.end_turn()
+        self.assertEqual(room.alice.writes(), [lines("!joined dave", "!joined erin")])
+        self.assertEqual(
+            dave.writes(), [lines("!users 5 alice bob carol zed dave", "!joined erin")]
+        )
+        self.assertEqual(erin.writes(), [lines("!users 6 alice bob carol zed dave erin")])
+
+    def test_binary_replies_wait_for_the_turn_in_order(self) -> None:
+        room = self.room
+        room.zed.send(command(b"users"))
+        room.alice.send(b"!sendto zed hi\n")
+        room.zed.send(command(b"receive"))
+        self.assertEqual(room.zed.writes(), [])
+        self.end_turn()
+        [write] = room.zed.writes()
+        self.assertEqual(
+            parse_frames(write),
+            [b"4", b"alice", b"bob", b"carol", b"zed", b"1", b"alice", b"hi"],
+        )
+
+    def test_refusal_is_written_at_once(self) -> None:
+        room = self.room
+        room.alice.send(b"!sendmsg held\n")
+        stranger = room.connect()
+        stranger.send(b"!users\n")
+        self.assertTrue(stranger.closed)
+        self.assertEqual(
+            stranger.writes(), [lines("!error nick-required send !nick NAME first")]
+        )
+        # Closing one connection wrote everything held, for everyone.
+        self.assertEqual(room.bob.writes(), [lines("!msg alice held")])
+        self.end_turn()
+        self.assertEqual(room.bob.writes(), [])

@@ -62,7 +62,9 @@ class SocketTests(TestCase):
 
     async def serve(self, description: str) -> IListeningPort:
         """A fresh chatd on C{description}; the test ends once its clients are gone."""
-        connections = _Connections(ChatFactory(Hub(Limits(line_flush=LINE_FLUSH)), reactor))
+        connections = _Connections(ChatFactory(
+            Hub(Limits(line_flush=LINE_FLUSH), clock=reactor), reactor  # type: ignore[arg-type]
+        ))
         port = await serverFromString(reactor, description).listen(connections)
         self.addCleanup(port.stopListening)
         self.addCleanup(connections.allClosed)
