@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import TracebackType
+from collections import Counter
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
@@ -108,6 +109,8 @@ class Hub:
         self._order: dict[User, None] = {}
         self._line_sessions: dict[Session, None] = {}
         self._binary_users: dict[BinaryUser, None] = {}
+        # How many of the binary users each peer host registered.
+        self._hosts: Counter[str] = Counter()
         # The encoded names for users_line(); None once out of date.
         self._names: bytes | None = b""
         # Output held during a batch: what every line session gets, unless
@@ -214,8 +217,9 @@ class Hub:
                 # It keeps what was announced before it left.
                 self._own_list(user.session)
             del self._line_sessions[user.session]
-        else:
-            self._binary_users.pop(user, None)  # type: ignore[call-overload]
+        elif isinstance(user, BinaryUser):
+            del self._binary_users[user]
+            self._hosts[user.host] -= 1
             self.store.remove_user(user.key)
         self._announce(linewire.left(user.name))
         self.log.info("{name} left", name=user.name)
@@ -311,12 +315,12 @@ class Hub:
             self._names = linewire.add_name(self._names, user.name)
         if isinstance(user, BinaryUser):
             self._binary_users[user] = None
+            self._hosts[user.host] += 1
 
     def _check_room(self, host: str) -> None:
-        binary = self._binary_users
-        if len(binary) >= self.limits.max_binary_users:
+        if len(self._binary_users) >= self.limits.max_binary_users:
             raise TooManyUsers("the server holds all the users it may")
-        if sum(user.host == host for user in binary) >= self.limits.max_binary_users_per_host:
+        if self._hosts[host] >= self.limits.max_binary_users_per_host:
             raise TooManyUsersFromHost(f"{host} holds all the users it may")
 
     def _lookup(self, name: str) -> User:
