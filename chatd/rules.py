@@ -28,7 +28,7 @@ class Limits:
     idle_timeout: float = 60.0
     command_rate: float = 20.0
     command_burst: int = 50
-    max_input_backlog: int = 16 * 1024
+    max_input_backlog: int = 64 * 1024
     max_output_backlog: int = 1024 * 1024
     max_binary_users: int = 5000
     max_binary_users_per_host: int = 100
