@@ -67,7 +67,7 @@ class BinaryProtocol(IntNStringReceiver):
     def dataReceived(self, data: bytes) -> None:
         # After a refusal nothing more is read: an over-long frame stays in
         # the buffer and would otherwise be refused again with each segment.
-        if self.transport.disconnecting:
+        if self._closing or self.transport.disconnecting:
             return
         # The replies to every command of one read go out as one write.
         with self.hub.batch():
@@ -107,11 +107,7 @@ class BinaryProtocol(IntNStringReceiver):
         text = binwire.CLOSING.get(ending)
         if text is not None:
             self._refuse(text)
-        elif not self._closing:
-            self._closing = self.paused = True
-            self.log.info(
-                "closing {peer}: {reason}", peer=self.transport.getPeer(), reason=ending.value
-            )
+        elif self._start_closing(ending.value):
             self._close()
 
     # Commands
@@ -243,11 +239,16 @@ class BinaryProtocol(IntNStringReceiver):
 
     def _refuse(self, text: str) -> None:
         """Answer one frame, then close: the protocol's way to end a bad session."""
+        if self._start_closing(text):
+            self._reply(text, close=True)
+
+    def _start_closing(self, reason: str) -> bool:
+        """Read and parse nothing more; whether this call is the first to close."""
         if self._closing:
-            return
-        self._closing = True
-        # Parse nothing more, not even the rest of the read in hand: a
-        # flooder's read can hold thousands of frames.
-        self.paused = True
-        self.log.info("closing {peer}: {reason}", peer=self.transport.getPeer(), reason=text)
-        self._reply(text, close=True)
+            return False
+        # Not even the rest of the read in hand (a flooder's read can hold
+        # thousands of frames), nor what the flood limit holds back.
+        self._closing = self.paused = True
+        self.lag.stop()
+        self.log.info("closing {peer}: {reason}", peer=self.transport.getPeer(), reason=reason)
+        return True

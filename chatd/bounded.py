@@ -93,7 +93,8 @@ class BoundedTransport:
         return self.transport.getHost()
 
     def connectionLost(self) -> None:
-        """The connection is gone: no abort is due any more."""
+        """The connection is gone: no abort is due, and nothing more is written."""
+        self.disconnecting = True
         self._cancel_abort()
 
     # IPushProducer, as the transport's producer

@@ -91,13 +91,23 @@ class Sniffer(Protocol, TimeoutMixin):
         self.inner.dataReceived(data)
         if self.greeted:
             self.resetTimeout()
-        elif self.inner.user is not None:
-            # Past the handshake: a binary client may now be idle a while,
-            # a line user for ever.
+        else:
+            self._check_greeted()
+
+    def _check_greeted(self) -> bool:
+        """Whether the handshake is over; once it is, the idle limit applies."""
+        if not self.greeted and self.inner is not None and self.inner.user is not None:
+            # A binary client may now be idle a while, a line user for ever.
             self.greeted = True
             self.setTimeout(self.inner.idle_timeout)
+        return self.greeted
 
     def timeoutConnection(self) -> None:
+        # A command parsed after its read (an unterminated line flushed by
+        # the clock, one held by the flood limit) may have ended the
+        # handshake without this connection seeing it.
+        if self.served and not self.greeted and self._check_greeted():
+            return
         self.end(Ending.TIMEOUT if self.served else Ending.SERVER_FULL)
 
     def end(self, ending: Ending) -> None:

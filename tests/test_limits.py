@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chatd import binwire
 from chatd.tap import Draining, Options, makeService
+from tests.test_replies import HeldStore
 from tests.support import Client, Server, command
 
 
@@ -130,6 +131,30 @@ class TimeoutTests(SynchronousTestCase):
         self.assertFalse(client.closed)
         self.assertEqual(server.clock.getDelayedCalls(), [])
 
+    def test_pychat_nick_flushed_by_the_clock_ends_the_handshake(self) -> None:
+        """PyChat's client sends !nick without a line end: the clock parses it."""
+        server = Server(handshake_timeout=5.0)
+        client = server.connect()
+        client.send(b"!nick bob")
+        server.clock.advance(0.3)
+        self.assertEqual(client.lines(), ["!users 1 bob"])
+        server.clock.advance(3600)
+        self.assertFalse(client.closed)
+        self.assertEqual(server.hub.names(), ["bob"])
+
+    def test_register_held_by_the_flood_limit_ends_the_handshake(self) -> None:
+        """A register parsed after its read, once fake lag lets it through, counts."""
+        server = Server(handshake_timeout=5.0, idle_timeout=60.0, command_rate=1.0, command_burst=2)
+        client = server.connect()
+        client.send(command(b"users") * 2 + command(b"register", b"bob"))
+        server.clock.advance(1.0)
+        self.assertEqual(client.frames()[-1], b"Hello, bob")
+        server.clock.advance(30.0)
+        self.assertFalse(client.closed)
+        # From there on the idle limit applies.
+        server.clock.advance(60.0)
+        self.assertTrue(client.closed)
+
     def test_binary_handshake_is_silent(self) -> None:
         server = Server(handshake_timeout=5.0)
         client = server.connect()
@@ -226,6 +251,24 @@ class FloodTests(SynchronousTestCase):
         self.assertEqual(parsed, [b"bogus"])
         self.assertTrue(client.closed)
 
+    def test_refusal_waiting_on_a_commit_reads_no_more(self) -> None:
+        """While a refusal waits for the store, nothing more is kept or parsed."""
+        store = HeldStore()
+        server = Server(store=store, command_rate=1.0, command_burst=2)
+        client = server.connect()
+        client.send(command(b"register", b"bob"))
+        # The second command spends the burst and is refused (an empty text).
+        client.send(command(b"sendall", b"") + command(b"users") * 1000)
+        inner = client.protocol.inner
+        held = len(inner._unprocessed)
+        client.send(command(b"users") * 10_000)
+        self.assertEqual(len(inner._unprocessed), held)
+        # Nor does the flood limit let the held frames through later.
+        self.assertIsNone(inner.lag._resume)
+        store.commit()
+        self.assertEqual(client.frames(), [b"Hello, bob", b"Bad message!"])
+        self.assertTrue(client.closed)
+
     def test_binary_commands_delayed(self) -> None:
         server = Server(command_rate=1.0, command_burst=2)
         client = register(server, b"bob")
@@ -267,6 +310,16 @@ class SlowReaderTests(SynchronousTestCase):
         self.assertFalse(aborted(client))
         server.clock.advance(2.0)
         self.assertTrue(aborted(client))
+
+    def test_no_abort_due_after_the_connection_is_gone(self) -> None:
+        """A client that leaves while its refusal waits leaves no timer behind."""
+        store = HeldStore()
+        server = Server(store=store)
+        client = server.connect()
+        client.send(command(b"register", b"bob") + command(b"bogus"))
+        client.close()
+        store.commit()
+        self.assertEqual(server.clock.getDelayedCalls(), [])
 
     def test_nothing_written_after_close(self) -> None:
         server = Server()
