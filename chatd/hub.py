@@ -220,6 +220,8 @@ class Hub:
         elif isinstance(user, BinaryUser):
             del self._binary_users[user]
             self._hosts[user.host] -= 1
+            if not self._hosts[user.host]:
+                del self._hosts[user.host]
             self.store.remove_user(user.key)
         self._announce(linewire.left(user.name))
         self.log.info("{name} left", name=user.name)
