@@ -230,7 +230,7 @@ class BinaryProtocol(IntNStringReceiver):
 
     def _close(self) -> None:
         # What is held goes first: TLS drops what is written after the close.
-        self.hub.flush()
+        self.hub.flush_to(self)
         self.transport.loseConnection()
 
     def deliver(self, data: bytes) -> None:

@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -114,14 +114,16 @@ class Hub:
         # The encoded names for users_line(); None once out of date.
         self._names: bytes | None = b""
         # Output held during a batch: what every line session gets, unless
-        # it has its own list in _own.
+        # it has its own list in _own; and what sessions that get no
+        # announcements (binary ones, line ones without a name) get, in _apart.
         self._batch = _Batch(self)
         self._batches = 0
         self._common: list[bytes] = []
         self._own: dict[Session, list[bytes]] = {}
-        # The call that ends the hold at the end of the reactor's turn.
-        self._turn: IDelayedCall | None = None
+        self._apart: dict[Session, list[bytes]] = {}
         # Binary users kept from before a restart: registered, and offline.
+        # Their names are encoded once, when first asked for, not once each.
+        self._names = None
         for kept in self.store.load():
             user = BinaryUser(kept.name, kept.host, kept.key)
             user.mailbox.extend(kept.mail)
@@ -169,7 +171,7 @@ class Hub:
         self._add(user)
         if self._batches:
             # It gets what is announced from now on, not what came before.
-            self._own.setdefault(session, [])
+            self._own[session] = self._apart.pop(session, [])
         self._line_sessions[session] = None
         self._announce(linewire.joined(name), exclude=user)
         self.log.info("line user {name} joined", name=name)
@@ -214,8 +216,9 @@ class Hub:
         self._names = None
         if isinstance(user, LineUser):
             if self._batches:
-                # It keeps what was announced before it left.
-                self._own_list(user.session)
+                # It keeps what was announced before it left, and no more.
+                self._apart[user.session] = self._own_list(user.session)
+                del self._own[user.session]
             del self._line_sessions[user.session]
         elif isinstance(user, BinaryUser):
             del self._binary_users[user]
@@ -287,21 +290,35 @@ class Hub:
             session.deliver(data)
 
     def flush(self) -> None:
-        """Write what is held now: a protocol does so before it closes a
-        connection, since a TLS transport drops what is written after
-        C{loseConnection}."""
-        common, own = self._common, self._own
-        if not common and not own:
+        """Write everything held, one write a session."""
+        common, own, apart = self._common, self._own, self._apart
+        if not common and not own and not apart:
             return
-        self._common, self._own = [], {}
+        self._common, self._own, self._apart = [], {}, {}
         if common:
             data = b"".join(common)
             for session in list(self._line_sessions):
                 if session not in own:
                     session.deliver(data)
-        for session, chunks in own.items():
-            if chunks:
-                session.deliver(b"".join(chunks))
+        for held in (own, apart):
+            for session, chunks in held.items():
+                if chunks:
+                    session.deliver(b"".join(chunks))
+
+    def flush_to(self, session: Session) -> None:
+        """Write what is held for C{session} now: a protocol does so before it
+        closes the connection, since a TLS transport drops what is written
+        after C{loseConnection}."""
+        if not self._batches:
+            return
+        if session in self._line_sessions:
+            chunks = self._own_list(session)
+            # An empty list of its own: it has had the common lines so far.
+            self._own[session] = []
+        else:
+            chunks = self._apart.pop(session, [])
+        if chunks:
+            session.deliver(b"".join(chunks))
 
     # Internals
 
@@ -368,16 +385,16 @@ class Hub:
             self._own_list(skip)
         self._common.append(data)
         for session, own in self._own.items():
-            if session is not skip and session in self._line_sessions:
+            if session is not skip:
                 own.append(data)
 
     def _own_list(self, session: Session) -> list[bytes]:
         """The list of what C{session} alone gets in this batch."""
+        if session not in self._line_sessions:
+            return self._apart.setdefault(session, [])
         own = self._own.get(session)
         if own is None:
-            own = self._own[session] = (
-                list(self._common) if session in self._line_sessions else []
-            )
+            own = self._own[session] = list(self._common)
         return own
 
     def _hold(self) -> None:
@@ -393,10 +410,9 @@ class Hub:
             # Hold on until the reactor has handled every read of this turn:
             # a call for "0 seconds from now" runs right after them.
             self._batches = 1
-            self._turn = self.clock.callLater(0, self._end_turn)
+            self.clock.callLater(0, self._end_turn)
 
     def _end_turn(self) -> None:
-        self._turn = None
         self._batches -= 1
         if not self._batches:
             self.flush()

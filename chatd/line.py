@@ -50,7 +50,7 @@ class LineProtocol(LineReceiver):
         self._flush = None
         # A read with an LF in it shows a client that ends its lines: what
         # it has buffered is the head of a line, never a whole command.
-        if b"\n" in data:
+        if not self._seen_lf and b"\n" in data:
             self._seen_lf = True
         # All that the commands of one read send goes out as one write a session.
         with self.hub.batch():
@@ -130,7 +130,7 @@ class LineProtocol(LineReceiver):
 
     def _close(self) -> None:
         # What is held goes first: TLS drops what is written after the close.
-        self.hub.flush()
+        self.hub.flush_to(self)
         self.transport.loseConnection()
 
     # Commands
@@ -179,7 +179,7 @@ class LineProtocol(LineReceiver):
         self.hub.poke(self.user, self._one_argument("!poke NAME", rest))
 
     def on_help(self, rest: str) -> None:
-        self._send(linewire.help_lines())
+        self._send(linewire.HELP_LINES)
 
     def on_quit(self, rest: str) -> None:
         self._leave()

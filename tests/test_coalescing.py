@@ -311,7 +311,20 @@ class TurnTests(SynchronousTestCase):
         self.assertEqual(
             stranger.writes(), [lines("!error nick-required send !nick NAME first")]
         )
-        # Closing one connection wrote everything held, for everyone.
-        self.assertEqual(room.bob.writes(), [lines("!msg alice held")])
-        self.end_turn()
+        # Closing one connection writes only what was held for it: the
+        # others keep their one write at the end of the turn.
         self.assertEqual(room.bob.writes(), [])
+        self.end_turn()
+        self.assertEqual(room.bob.writes(), [lines("!msg alice held")])
+
+    def test_quitting_user_gets_what_came_before_its_quit(self) -> None:
+        room = self.room
+        room.alice.send(b"!sendmsg before\n")
+        room.bob.send(b"!quit\n")
+        room.alice.send(b"!sendmsg after\n")
+        self.assertTrue(room.bob.closed)
+        self.assertEqual(room.bob.writes(), [lines("!msg alice before")])
+        self.end_turn()
+        self.assertEqual(
+            room.carol.writes(), [lines("!msg alice before", "!left bob", "!msg alice after")]
+        )
