@@ -83,7 +83,7 @@ class Sniffer(Protocol, TimeoutMixin):
         if not data:
             return
         if self.inner is None:
-            self._start(self.factory.protocolFor(data[0], self.transport))
+            self._start(self.factory.protocolFor(data[0], self.host))
             if not self.served:
                 self.end(Ending.SERVER_FULL)
                 return
@@ -150,9 +150,9 @@ class ChatFactory(Factory):
     def buildProtocol(self, addr: IAddress) -> Protocol:
         return Sniffer(self)
 
-    def protocolFor(self, first: int, transport: object) -> Session:
+    def protocolFor(self, first: int, host: str) -> Session:
         if is_binary_start(first):
-            return BinaryProtocol(self.hub, peer_host(transport), self.clock)
+            return BinaryProtocol(self.hub, host, self.clock)
         return self.line_protocol()
 
     def line_protocol(self) -> LineProtocol:

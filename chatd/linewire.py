@@ -31,11 +31,6 @@ def encode(line: str) -> bytes:
     return (line + "\n").encode("utf-8")
 
 
-def users(names: Iterable[str]) -> bytes:
-    listed = list(names)
-    return users_line(len(listed), encode_names(listed))
-
-
 def users_line(count: int, encoded: bytes) -> bytes:
     """C{!users N name1 ... nameN}, from N and the names' L{encode_names}."""
     return b"!users %d%s%s\n" % (count, b" " if encoded else b"", encoded)
@@ -81,5 +76,5 @@ def error(code: str, text: str) -> bytes:
     return encode(f"!error {code} {text}")
 
 
-def help_lines() -> bytes:
-    return b"".join(encode(f"!help {name} {text}") for name, text in HELP)
+# The same for everyone who asks: encoded once.
+HELP_LINES = b"".join(encode(f"!help {name} {text}") for name, text in HELP)
