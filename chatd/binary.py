@@ -15,7 +15,6 @@ from chatd.hub import BinaryUser, Hub
 from chatd.rules import (
     BadName,
     ChatError,
-    EmptyName,
     Ending,
     MailboxFull,
     MessageTooLong,
@@ -117,13 +116,11 @@ class BinaryProtocol(IntNStringReceiver):
             name = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise _Refused(binwire.CANT_DECODE_LOGIN)
-        if self._registered() and self.user is not None:
-            if self.hub.find(name) is not self.user:
-                raise _Refused(binwire.already_registered(self.user.name))
+        current = self._current()
+        if current is not None and self.hub.find(name) is not current:
+            raise _Refused(binwire.already_registered(current.name))
         try:
             self.user, new = self.hub.register(name, self.host)
-        except EmptyName:
-            raise _Refused(binwire.BAD_LOGIN)
         except NameTooLong:
             raise _Refused(binwire.LOGIN_TOO_LONG)
         except BadName:
@@ -172,20 +169,23 @@ class BinaryProtocol(IntNStringReceiver):
         self._reply(*texts)
 
     def on_logout(self) -> None:
-        if self._registered() and self.user is not None:
+        if self.user is not None:
+            # Only if it still holds the name: never another's on the same host.
             self.hub.leave(self.user)
         self.user = None
         self._reply(binwire.LOGGED_OUT)
 
     # Helpers
 
-    def _registered(self) -> bool:
-        return self.hub.is_current(self.user)
+    def _current(self) -> BinaryUser | None:
+        """This connection's user, if it still holds its name (no logout took it)."""
+        return self.user if self.hub.is_current(self.user) else None
 
     def _require_user(self) -> BinaryUser:
-        if not self._registered() or self.user is None:
+        user = self._current()
+        if user is None:
             raise _Refused(binwire.NOT_REGISTERED)
-        return self.user
+        return user
 
     def _text(self, raw: bytes) -> str:
         try:
