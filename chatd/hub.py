@@ -25,13 +25,6 @@ from chatd.rules import (
 from chatd.store import Mail, MemoryStore, Store
 
 
-# A read that sent everyone fewer lines than this (a join, a leave, one
-# message) is held to the end of the reactor's turn, to share its writes with
-# the other reads of the turn; a burst of lines fills its writes by itself and
-# goes at once, while the writes of the last turn are still under way.
-HOLD_BELOW = 2
-
-
 class Session(Protocol):
     """What the hub needs of a connection it sends to."""
 
@@ -86,9 +79,9 @@ class Hub:
     line user gets alike are joined once and shared; a session that gets
     something else (a reply, a private message, or is left out of its own
     message) gets its own list. Given a C{clock} (the reactor), the hub holds
-    a read's output that is small (see L{HOLD_BELOW}) on to the end of the
-    reactor's turn, so that the reads of many clients handled in one turn (a
-    burst of joins) still give each session one write.
+    on to the end of the reactor's turn, so that the reads of many clients
+    handled in one turn (a burst of joins, several senders) still give each
+    session one write.
     """
 
     log = Logger()
@@ -404,7 +397,7 @@ class Hub:
         self._batches -= 1
         if self._batches:
             return
-        if self.clock is None or len(self._common) >= HOLD_BELOW:
+        if self.clock is None:
             self.flush()
         else:
             # Hold on until the reactor has handled every read of this turn:

@@ -271,12 +271,6 @@ class TurnTests(SynchronousTestCase):
         self.assertEqual(room.alice.writes(), [lines("!msg bob two")])
         self.assertEqual(room.bob.writes(), [lines("!msg alice one")])
 
-    def test_a_burst_goes_at_once(self) -> None:
-        """A read that sends everyone several lines fills its writes alone."""
-        room = self.room
-        room.alice.send(b"!sendmsg one\n!sendmsg two\n")
-        self.assertEqual(room.carol.writes(), [lines("!msg alice one", "!msg alice two")])
-
     def test_burst_of_joins_one_write_each(self) -> None:
         room = self.room
         dave, erin = room.connect(), room.connect()
