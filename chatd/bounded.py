@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, cast
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import (
@@ -146,7 +146,7 @@ def sender(transport: object) -> Callable[[bytes], bytes] | None:
         return None
     if not all(hasattr(transport, name) for name in ("dataBuffer", "_tempDataLen")):
         return None
-    server: tcp.Server = transport
+    server = cast(tcp.Server, transport)
 
     def send_now(data: bytes) -> bytes:
         if server.dataBuffer or server._tempDataLen or server.disconnecting:
