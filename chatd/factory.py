@@ -145,6 +145,9 @@ class ChatFactory(Factory):
         # Every open connection, and the served ones among them by peer host.
         self.connections: set[Sniffer] = set()
         self._served: Counter[str] = Counter()
+        # Their sum, kept as they come and go: a storm of connections from
+        # many hosts must not cost a walk over every host per accept.
+        self._served_total = 0
         self._drained: list[Deferred[None]] = []
 
     def buildProtocol(self, addr: IAddress) -> Protocol:
@@ -165,13 +168,14 @@ class ChatFactory(Factory):
         self.connections.add(connection)
         limits = self.hub.limits
         host = connection.host
-        if self._served.total() >= limits.max_connections:
+        if self._served_total >= limits.max_connections:
             self.log.warn("server full: turning {host} away", host=host)
             return False
         if self._served[host] >= limits.max_connections_per_host:
             self.log.warn("host {host} has all its connections: turning it away", host=host)
             return False
         self._served[host] += 1
+        self._served_total += 1
         return True
 
     def may_wait(self) -> bool:
@@ -181,13 +185,14 @@ class ChatFactory(Factory):
         server out of file descriptors: past the bound, they are told in the
         line form at once.
         """
-        waiting = len(self.connections) - self._served.total()
+        waiting = len(self.connections) - self._served_total
         return waiting <= self.hub.limits.max_connections
 
     def forget(self, connection: Sniffer) -> None:
         self.connections.discard(connection)
         if connection.served:
             self._served[connection.host] -= 1
+            self._served_total -= 1
             if not self._served[connection.host]:
                 del self._served[connection.host]
         if not self.connections:
