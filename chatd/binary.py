@@ -225,8 +225,7 @@ class BinaryProtocol(IntNStringReceiver):
         self.log.error(
             "closing {peer}: {reason}", peer=self.transport.getPeer(), reason=reason.value
         )
-        self.hub.send(self, binwire.frames(binwire.STORE_FAILED))
-        self._close()
+        self._write(None, binwire.frames(binwire.STORE_FAILED), close=True)
 
     def _close(self) -> None:
         # What is held goes first: TLS drops what is written after the close.
