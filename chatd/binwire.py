@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import struct
+from typing import Iterable
 
 from chatd.rules import Ending
+from chatd.store import Mail
 
 _LENGTH = struct.Struct("<I")
 
@@ -75,10 +77,28 @@ def frame(payload: bytes) -> bytes:
 
 def frames(*texts: str) -> bytes:
     """Several text frames as one buffer, so a reply is one write."""
-    return b"".join(frame(text.encode("utf-8")) for text in texts)
+    return b"".join([frame(text.encode("utf-8")) for text in texts])
 
+
+def mail_frames(mail: Iterable[Mail]) -> bytes:
+    """The answer to C{receive}: the count, then each message's sender and text."""
+    parts = [b""]
+    for _, sender, text in mail:
+        parts += (frame(sender.encode("utf-8")), frame(text.encode("utf-8")))
+    parts[0] = frame(str(len(parts) // 2).encode("ascii"))
+    return b"".join(parts)
+
+
+# The commonest reply, framed once.
+ADDED_FRAME = frames(ADDED)
 
 PREFIX_LENGTH = _LENGTH.size
+
+
+def length_at(buffer: bytes, offset: int) -> int:
+    """The payload length that the prefix at C{offset} of C{buffer} announces."""
+    n: int = _LENGTH.unpack_from(buffer, offset)[0]
+    return n
 
 
 def length(prefix: bytes) -> int:

@@ -254,7 +254,7 @@ class Hub:
         if isinstance(target, BinaryUser) and not self._post(target, poker.name, line):
             raise MailboxFull([target.name])
 
-    def take_mail(self, user: BinaryUser) -> list[tuple[str, str]]:
+    def take_mail(self, user: BinaryUser) -> list[Mail]:
         """Every message queued for C{user}, oldest first; the mailbox is then empty."""
         mail, user.mailbox = user.mailbox, []
         if mail:
@@ -263,7 +263,7 @@ class Hub:
             # if it cannot be, the mail was never received: put it back.
             if not self.store.settled():
                 self.store.committed().addErrback(self._put_back, user, mail)
-        return [(sender, text) for _, sender, text in mail]
+        return mail
 
     # Sending
 

@@ -245,8 +245,8 @@ class FloodTests(SynchronousTestCase):
         client.send(command(b"register", b"a"))
         inner = client.protocol.inner
         parsed: list[bytes] = []
-        original = inner.stringReceived
-        inner.stringReceived = lambda data: (parsed.append(data), original(data))[1]
+        original = inner._frame
+        inner._frame = lambda data: (parsed.append(data), original(data))[1]
         client.send(command(b"bogus") + command(b"users") * 1000)
         self.assertEqual(parsed, [b"bogus"])
         self.assertTrue(client.closed)
