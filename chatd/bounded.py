@@ -144,15 +144,19 @@ def sender(transport: object) -> Callable[[bytes], bytes] | None:
     """
     if type(transport) is not tcp.Server or getattr(transport, "TLS", True):
         return None
-    if not all(hasattr(transport, name) for name in ("dataBuffer", "_tempDataLen")):
+    if not all(hasattr(transport, name) for name in ("dataBuffer", "_tempDataLen", "socket")):
         return None
     server = cast(tcp.Server, transport)
+    send = server.socket.send
 
     def send_now(data: bytes) -> bytes:
         if server.dataBuffer or server._tempDataLen or server.disconnecting:
             return data
-        sent = server.writeSomeData(data)
-        # An error (the connection is lost) is left for the transport to find.
-        return data[sent:] if isinstance(sent, int) else data
+        try:
+            sent = send(data)
+        except OSError:
+            # A full socket buffer, or an error the transport will find itself.
+            return data
+        return data[sent:]
 
     return send_now

@@ -24,10 +24,13 @@ class TokenBucket:
     def take(self) -> float:
         """Spend one token; return 0, or the seconds until a whole token is back."""
         now = self.clock.seconds()
-        self.tokens = min(self.burst, self.tokens + (now - self._stamp) * self.rate)
+        # Comparisons rather than min() and max(): this runs for every command.
+        tokens = self.tokens + (now - self._stamp) * self.rate
+        if tokens > self.burst:
+            tokens = self.burst
         self._stamp = now
-        self.tokens -= 1
-        return max(0.0, (1 - self.tokens) / self.rate)
+        self.tokens = tokens = tokens - 1
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
 
 
 class Pauseable(Protocol):

@@ -35,10 +35,12 @@ class Session(Protocol):
 class User:
     """A name in the shared namespace."""
 
-    __slots__ = ("name",)
+    __slots__ = ("name", "present")
 
     def __init__(self, name: str) -> None:
         self.name = name
+        # Whether it holds its name in a hub: only leaving takes it away.
+        self.present = False
 
 
 class LineUser(User):
@@ -152,7 +154,7 @@ class Hub:
 
     def is_current(self, user: User | None) -> bool:
         """Whether C{user} still holds its name (no logout took it away)."""
-        return user is not None and self._by_name.get(fold(user.name)) is user
+        return user is not None and user.present
 
     # Joining and leaving
 
@@ -206,6 +208,7 @@ class Hub:
             return
         del self._by_name[fold(user.name)]
         del self._order[user]
+        user.present = False
         self._names = None
         if isinstance(user, LineUser):
             if self._batches:
@@ -322,6 +325,7 @@ class Hub:
 
     def _add(self, user: User) -> None:
         self._by_name[fold(user.name)] = user
+        user.present = True
         self._order[user] = None
         if self._names is not None:
             self._names = linewire.add_name(self._names, user.name)
@@ -390,13 +394,8 @@ class Hub:
             own = self._own[session] = list(self._common)
         return own
 
-    def _hold(self) -> None:
-        self._batches += 1
-
-    def _release(self) -> None:
-        self._batches -= 1
-        if self._batches:
-            return
+    def _end_batch(self) -> None:
+        """The outermost batch is over: flush now, or at the end of the turn."""
         if self.clock is None:
             self.flush()
         else:
@@ -420,7 +419,7 @@ class _Batch:
         self._hub = hub
 
     def __enter__(self) -> None:
-        self._hub._hold()
+        self._hub._batches += 1
 
     def __exit__(
         self,
@@ -428,4 +427,7 @@ class _Batch:
         value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._hub._release()
+        hub = self._hub
+        hub._batches -= 1
+        if not hub._batches:
+            hub._end_batch()
