@@ -9,11 +9,11 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IReactorTime, ITCPTransport, ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from chatd.binary import BinaryProtocol
 from chatd.bounded import BoundedTransport
+from chatd.deadline import Deadline
 from chatd.hub import Hub, User
 from chatd.line import LineProtocol
 from chatd.rules import Ending
@@ -49,7 +49,7 @@ class Session(TypingProtocol):
     def end(self, ending: Ending) -> None: ...
 
 
-class Sniffer(Protocol, TimeoutMixin):
+class Sniffer(Protocol):
     """One connection: counted in, timed, bounded, and handed on by its first byte."""
 
     def __init__(self, factory: ChatFactory) -> None:
@@ -58,7 +58,8 @@ class Sniffer(Protocol, TimeoutMixin):
         self.host = "local"
         self.served = False
         self.greeted = False
-        self.callLater = factory.clock.callLater  # type: ignore[method-assign]
+        # The handshake's time limit, then the idle one.
+        self.deadline = Deadline(factory.clock, self.timeoutConnection)
 
     def connectionMade(self) -> None:
         if ITCPTransport.providedBy(self.transport):
@@ -71,11 +72,11 @@ class Sniffer(Protocol, TimeoutMixin):
         self.host = peer_host(self.transport)
         self.served = self.factory.admit(self)
         if self.served:
-            self.setTimeout(limits.handshake_timeout)
+            self.deadline.set(limits.handshake_timeout)
         elif self.factory.may_wait():
             # Turned away, but told so in its own protocol: wait a moment for
             # the first byte to learn which.
-            self.setTimeout(limits.close_grace)
+            self.deadline.set(limits.close_grace)
         else:
             self.end(Ending.SERVER_FULL)
 
@@ -90,7 +91,7 @@ class Sniffer(Protocol, TimeoutMixin):
         assert self.inner is not None
         self.inner.dataReceived(data)
         if self.greeted:
-            self.resetTimeout()
+            self.deadline.touch()
         else:
             self._check_greeted()
 
@@ -99,7 +100,7 @@ class Sniffer(Protocol, TimeoutMixin):
         if not self.greeted and self.inner is not None and self.inner.user is not None:
             # A binary client may now be idle a while, a line user for ever.
             self.greeted = True
-            self.setTimeout(self.inner.idle_timeout)
+            self.deadline.set(self.inner.idle_timeout)
         return self.greeted
 
     def timeoutConnection(self) -> None:
@@ -112,7 +113,7 @@ class Sniffer(Protocol, TimeoutMixin):
 
     def end(self, ending: Ending) -> None:
         """Close for a limit, told in the client's protocol: the line one if it said nothing."""
-        self.setTimeout(None)
+        self.deadline.cancel()
         if self.bounded.disconnecting:
             return
         if self.inner is None:
@@ -121,7 +122,7 @@ class Sniffer(Protocol, TimeoutMixin):
         self.inner.end(ending)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        self.setTimeout(None)
+        self.deadline.cancel()
         self.bounded.connectionLost()
         if self.inner is not None:
             self.inner.connectionLost(reason)
