@@ -27,10 +27,16 @@ class Deadline:
 
     def set(self, limit: float | None) -> None:
         """Start over: C{limit} seconds from now, or never if None."""
-        self.cancel()
+        if limit is None:
+            self.cancel()
+            return
         self.limit = limit
-        if limit is not None:
-            self._last = self.clock.seconds()
+        self._last = self.clock.seconds()
+        if self._call is not None and self._call.active():
+            # A cancelled call stays in the reactor's queue for a while: with
+            # thousands of connections that is memory, so move this one.
+            self._call.reset(limit)
+        else:
             self._call = self.clock.callLater(limit, self._due)
 
     def touch(self) -> None:

@@ -45,8 +45,12 @@ class DeadlineTests(SynchronousTestCase):
 
     def test_set_starts_over(self) -> None:
         self.deadline.set(10)
+        [call] = self.clock.getDelayedCalls()
         self.clock.advance(8)
         self.deadline.set(5)
+        # The call is moved, not replaced: the reactor keeps a cancelled call
+        # queued for a while, which for thousands of connections is memory.
+        self.assertEqual(self.clock.getDelayedCalls(), [call])
         self.clock.advance(4.9)
         self.assertEqual(self.expired, [])
         self.clock.advance(0.1)
