@@ -74,6 +74,7 @@ class BinaryProtocol(Protocol):
         # While set, nothing more is parsed; what arrives is kept (FakeLag).
         self.paused = False
         self.lag = FakeLag(self, hub.limits, clock)
+        self._batch = hub.batch()
         # A refusal is queued behind earlier replies: read no more commands.
         self._closing = False
 
@@ -85,16 +86,16 @@ class BinaryProtocol(Protocol):
         if self._closing or self.transport.disconnecting:
             return
         # The replies to every command of one read go out as one write.
-        with self.hub.batch():
+        with self._batch:
             self._parse(self._unprocessed + data if self._unprocessed else data)
         self.lag.check(len(self._unprocessed))
 
     def _parse(self, buffer: bytes) -> None:
-        """Handle each whole frame in C{buffer}; keep the rest for the next read."""
+        """Run each whole command in C{buffer}; keep the rest for the next read."""
         offset, end = 0, len(buffer)
         transport = self.transport
         while not self.paused and not transport.disconnecting and end - offset >= PREFIX:
-            length = binwire.length_at(buffer, offset)
+            (length,) = binwire.unpack_length(buffer, offset)
             if length > self.MAX_LENGTH:
                 self._unprocessed = buffer[offset:]
                 self.lengthLimitExceeded(length)
@@ -103,27 +104,26 @@ class BinaryProtocol(Protocol):
             if end - start < length:
                 break
             offset = start + length
-            self._frame(buffer[start:offset])
+            frame = buffer[start:offset]
+            command = self._command
+            if command is None:
+                command = COMMANDS.get(frame)
+                if command is None:
+                    self._refuse(binwire.UNKNOWN_COMMAND)
+                    break
+                if command.arity:
+                    self._command = command
+                    continue
+                self._run(command, [])
+            else:
+                self._args.append(frame)
+                if len(self._args) == command.arity:
+                    args, self._command, self._args = self._args, None, []
+                    self._run(command, args)
         self._unprocessed = buffer[offset:]
 
-    def _frame(self, data: bytes) -> None:
-        """Take one frame: a command's name or one of its arguments."""
-        command = self._command
-        if command is None:
-            command = COMMANDS.get(data)
-            if command is None:
-                self._refuse(binwire.UNKNOWN_COMMAND)
-                return
-            if command.arity:
-                self._command = command
-                return
-            args: list[bytes] = []
-        else:
-            args = self._args
-            args.append(data)
-            if len(args) < command.arity:
-                return
-            self._command, self._args = None, []
+    def _run(self, command: Command, args: list[bytes]) -> None:
+        """Run one command whose argument frames are all in."""
         self.lag.command()
         try:
             getattr(self, command.handler)(*args)
@@ -215,8 +215,8 @@ class BinaryProtocol(Protocol):
         return self.user if self.hub.is_current(self.user) else None
 
     def _require_user(self) -> BinaryUser:
-        user = self._current()
-        if user is None:
+        user = self.user
+        if user is None or not user.present:
             raise _Refused(binwire.NOT_REGISTERED)
         return user
 

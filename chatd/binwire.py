@@ -95,10 +95,9 @@ ADDED_FRAME = frames(ADDED)
 PREFIX_LENGTH = _LENGTH.size
 
 
-def length_at(buffer: bytes, offset: int) -> int:
-    """The payload length that the prefix at C{offset} of C{buffer} announces."""
-    n: int = _LENGTH.unpack_from(buffer, offset)[0]
-    return n
+# unpack_length(buffer, offset) -> (length,): the payload length that the
+# prefix at C{offset} of C{buffer} announces.
+unpack_length = _LENGTH.unpack_from
 
 
 def length(prefix: bytes) -> int:

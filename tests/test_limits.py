@@ -244,11 +244,12 @@ class FloodTests(SynchronousTestCase):
         client = server.connect()
         client.send(command(b"register", b"a"))
         inner = client.protocol.inner
-        parsed: list[bytes] = []
-        original = inner._frame
-        inner._frame = lambda data: (parsed.append(data), original(data))[1]
-        client.send(command(b"bogus") + command(b"users") * 1000)
-        self.assertEqual(parsed, [b"bogus"])
+        ran: list[str] = []
+        original = inner._run
+        inner._run = lambda cmd, args: (ran.append(cmd.handler), original(cmd, args))[1]
+        client.send(command(b"users") + command(b"bogus") + command(b"users") * 1000)
+        self.assertEqual(ran, ["on_users"])
+        self.assertEqual(client.frames()[-1], b"Unknown command!")
         self.assertTrue(client.closed)
 
     def test_refusal_waiting_on_a_commit_reads_no_more(self) -> None:
