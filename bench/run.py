@@ -4,6 +4,7 @@
     python3 bench/run.py                      # every workload
     python3 bench/run.py fanout mailbox       # some of them
     python3 bench/run.py fanout --profile py-spy   # and profile the server
+    python3 bench/run.py mailbox --repeat 5 --against /tmp/base   # before/after
 
 Each run starts a fresh server (twistd, pinned to core 0 with taskset where
 it exists) and the load generator (pinned to core 1), then prints ONE JSON
@@ -20,6 +21,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,8 +35,6 @@ ROOT = BENCH.parent
 SOURCE = BENCH / "loadgen.c"
 # Out of git: build/ is ignored.
 BUILD = ROOT / "build" / "bench"
-# The chatd source tree the server runs (--tree), to compare two versions.
-TREE = ROOT
 
 # Each run: the workload, the load generator's arguments, a hard timeout (s).
 RUNS: dict[str, list[tuple[list[str], float]]] = {
@@ -103,7 +103,7 @@ def cpu_pressure() -> float | None:
 class Server:
     """chatd under twistd, listening on one loopback port."""
 
-    def __init__(self, workdir: Path, profile: str | None) -> None:
+    def __init__(self, workdir: Path, profile: str | None, tree: Path) -> None:
         self.port = free_port()
         self.log = workdir / "twistd.log"
         self.stats = workdir / "cprofile.stats"
@@ -114,7 +114,7 @@ class Server:
         # The default listen queue (50) is too short for thousands of connects.
         endpoint = f"tcp:{self.port}:interface=127.0.0.1:backlog=1024"
         argv += ["chatd", "--port", endpoint, *OPEN_LIMITS]
-        env = dict(os.environ, PYTHONPATH=str(TREE))
+        env = dict(os.environ, PYTHONPATH=str(tree))
         self.proc = subprocess.Popen(
             pinned(0, argv), env=env, cwd=workdir, preexec_fn=raise_nofile
         )
@@ -178,9 +178,9 @@ def top_pyspy(path: Path, lines: int) -> str:
 
 
 def run_one(loadgen: Path, workload: str, args: list[str], timeout: float,
-            profile: str | None, top: int) -> dict:
+            profile: str | None, top: int, tree: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="chatd-bench-") as tmp:
-        server = Server(Path(tmp), profile)
+        server = Server(Path(tmp), profile, tree)
         try:
             argv = [str(loadgen), workload, str(server.port), str(server.proc.pid),
                     str(timeout), *args]
@@ -202,6 +202,25 @@ def run_one(loadgen: Path, workload: str, args: list[str], timeout: float,
     return figures
 
 
+def headline(figures: dict) -> float | None:
+    """A run's main figure: its rate, or for idle its bytes per connection."""
+    for key, value in figures.items():
+        if key.endswith("_per_s") or key == "bytes_per_connection":
+            return float(value)
+    return None
+
+
+def compare(workload: str, args: list[str], runs: dict[str, list[dict]]) -> dict:
+    """The medians of one run's main figure under each tree, and their ratio."""
+    medians = {}
+    for label, figures in runs.items():
+        values = [v for v in map(headline, figures) if v is not None]
+        medians[label] = statistics.median(values) if values else None
+    this, base = medians.get("this"), medians.get("against")
+    return {"compare": workload, "args": args, "median_against": base, "median_this": this,
+            "ratio": round(this / base, 3) if this and base else None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workloads", nargs="*", choices=[*RUNS, []], metavar="workload",
@@ -212,16 +231,31 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each workload")
     parser.add_argument("--tree", type=Path, default=ROOT,
                         help="the chatd source tree to run (default: this one)")
+    parser.add_argument("--against", type=Path, metavar="TREE",
+                        help="another chatd tree, run turn about with --tree; each run "
+                             "is tagged, and a last line per workload gives the medians "
+                             "of both and their ratio")
     options = parser.parse_args()
-    global TREE
-    TREE = options.tree.resolve()
+    trees = {"this": options.tree.resolve()}
+    if options.against is not None:
+        # The other tree runs first in each pair, so neither always goes first
+        # into a machine that is warming up or getting busier.
+        trees = {"against": options.against.resolve(), **trees}
     raise_nofile()
     loadgen = build()
     for workload in options.workloads or RUNS:
         for args, timeout in RUNS[workload]:
+            runs: dict[str, list[dict]] = {label: [] for label in trees}
             for _ in range(options.repeat):
-                figures = run_one(loadgen, workload, args, timeout, options.profile, options.top)
-                print(json.dumps(figures), flush=True)
+                for label, tree in trees.items():
+                    figures = run_one(loadgen, workload, args, timeout, options.profile,
+                                      options.top, tree)
+                    if options.against is not None:
+                        figures["tree"] = label
+                    runs[label].append(figures)
+                    print(json.dumps(figures), flush=True)
+            if options.against is not None:
+                print(json.dumps(compare(workload, args, runs)), flush=True)
 
 
 if __name__ == "__main__":
