@@ -212,11 +212,12 @@ class BinaryProtocol(Protocol):
 
     def _current(self) -> BinaryUser | None:
         """This connection's user, if it still holds its name (no logout took it)."""
-        return self.user if self.hub.is_current(self.user) else None
+        user = self.user
+        return user if user is not None and user.present else None
 
     def _require_user(self) -> BinaryUser:
-        user = self.user
-        if user is None or not user.present:
+        user = self._current()
+        if user is None:
             raise _Refused(binwire.NOT_REGISTERED)
         return user
 
@@ -231,7 +232,7 @@ class BinaryProtocol(Protocol):
             raise _Refused(binwire.BAD_MESSAGE)
 
     def _reply(self, data: bytes, close: bool = False) -> None:
-        """Answer with C{data}, framed, once every change so far is committed.
+        """Answer with C{data}, frames ready to send, once every change so far is committed.
 
         Acknowledged means stored, and since the hub's commits fire in order,
         replies keep the order of their commands. With the in-memory store

@@ -82,6 +82,8 @@ def frames(*texts: str) -> bytes:
 
 def mail_frames(mail: Iterable[Mail]) -> bytes:
     """The answer to C{receive}: the count, then each message's sender and text."""
+    # The count goes first, and is known once the messages are framed: one
+    # pass over the mailbox, whatever kind of iterable it is.
     parts = [b""]
     for _, sender, text in mail:
         parts += (frame(sender.encode("utf-8")), frame(text.encode("utf-8")))
