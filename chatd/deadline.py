@@ -11,12 +11,13 @@ class Deadline:
     """Calls C{expire} once C{limit} seconds pass with no L{touch}.
 
     Twisted's C{TimeoutMixin} resets a delayed call on every read; this only
-    notes the time of the last touch, and the call, when it comes due early,
-    is put off to the real deadline. A busy connection's reads then cost a
+    notes the time of the last touch, so the queued call keeps the time it
+    was set for, which a touch since has made early. When it comes due it is
+    put off to the real deadline. A busy connection's reads then cost a
     clock reading each, not a reschedule.
     """
 
-    __slots__ = ("clock", "expire", "limit", "_last", "_call")
+    __slots__ = ("clock", "expire", "limit", "_last", "_call", "_at")
 
     def __init__(self, clock: IReactorTime, expire: Callable[[], None]) -> None:
         self.clock = clock
@@ -24,20 +25,25 @@ class Deadline:
         self.limit: float | None = None
         self._last = 0.0
         self._call: IDelayedCall | None = None
+        # When the queued call is due: the deadline as of its last setting.
+        self._at = 0.0
 
-    def set(self, limit: float | None) -> None:
-        """Start over: C{limit} seconds from now, or never if None."""
+    def set(self, limit: float | None, since: float | None = None) -> None:
+        """Start over: C{limit} seconds from C{since} (default now), or never if None."""
         if limit is None:
             self.cancel()
             return
+        now = self.clock.seconds()
         self.limit = limit
-        self._last = self.clock.seconds()
+        self._last = now if since is None else since
+        self._at = self._last + limit
+        delay = max(0.0, self._at - now)
         if self._call is not None and self._call.active():
             # A cancelled call stays in the reactor's queue for a while: with
             # thousands of connections that is memory, so move this one.
-            self._call.reset(limit)
+            self._call.reset(delay)
         else:
-            self._call = self.clock.callLater(limit, self._due)
+            self._call = self.clock.callLater(delay, self._due)
 
     def touch(self) -> None:
         """A sign of life: the limit counts from now."""
@@ -52,9 +58,13 @@ class Deadline:
     def _due(self) -> None:
         self._call = None
         assert self.limit is not None
-        left = self._last + self.limit - self.clock.seconds()
-        if left > 0:
-            self._call = self.clock.callLater(left, self._due)
+        deadline = self._last + self.limit
+        if deadline > self._at:
+            # Touched since the call was set. Even if the real deadline has
+            # passed too (a reactor running late), go behind what was due
+            # before it, as a held command's turn: calls run in time order.
+            self._at = deadline
+            self._call = self.clock.callLater(max(0.0, deadline - self.clock.seconds()), self._due)
             return
         self.limit = None
         self.expire()

@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from chatd.binary import BinaryProtocol
 from chatd.bounded import BoundedTransport
 from chatd.deadline import Deadline
+from chatd.flood import FakeLag
 from chatd.hub import Hub, User
 from chatd.line import LineProtocol
 from chatd.rules import Ending
@@ -39,6 +40,7 @@ class Session(TypingProtocol):
 
     user: User | None
     idle_timeout: float | None
+    lag: FakeLag
 
     def makeConnection(self, transport: ITransport) -> None: ...
 
@@ -109,7 +111,26 @@ class Sniffer(Protocol):
         # handshake without this connection seeing it.
         if self.served and not self.greeted and self._check_greeted():
             return
+        if self.greeted and self.inner is not None and self._answered_late():
+            return
         self.end(Ending.TIMEOUT if self.served else Ending.SERVER_FULL)
+
+    def _answered_late(self) -> bool:
+        """Whether the flood limit held the client's commands past its idle
+        limit; if so, the limit starts over, from the last of them once run.
+
+        A client whose commands wait, or were answered since its last read,
+        is not idle: it is waiting for answers, or has just had them.
+        """
+        assert self.inner is not None
+        lag, idle = self.inner.lag, self.inner.idle_timeout
+        if lag.holding():
+            self.deadline.set(idle)
+            return True
+        if idle is not None and lag.last_command + idle > self.factory.clock.seconds():
+            self.deadline.set(idle, since=lag.last_command)
+            return True
+        return False
 
     def end(self, ending: Ending) -> None:
         """Close for a limit, told in the client's protocol: the line one if it said nothing."""

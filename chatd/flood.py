@@ -12,30 +12,31 @@ from chatd.rules import Ending, Limits
 class TokenBucket:
     """C{rate} tokens a second, holding at most C{burst}, on an injected clock."""
 
-    __slots__ = ("rate", "burst", "clock", "tokens", "_stamp")
+    __slots__ = ("rate", "burst", "clock", "tokens", "stamp")
 
     def __init__(self, rate: float, burst: int, clock: IReactorTime) -> None:
         self.rate = rate
         self.burst = burst
         self.clock = clock
         self.tokens = float(burst)
-        self._stamp = clock.seconds()
+        self.stamp = clock.seconds()
 
     def take(self) -> float:
         """Spend one token; return 0, or the seconds until a whole token is back."""
         now = self.clock.seconds()
         # Comparisons rather than min() and max(): this runs for every command.
-        tokens = self.tokens + (now - self._stamp) * self.rate
+        tokens = self.tokens + (now - self.stamp) * self.rate
         if tokens > self.burst:
             tokens = self.burst
-        self._stamp = now
+        self.stamp = now
         self.tokens = tokens = tokens - 1
         return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
 
 
 class Pauseable(Protocol):
-    """What L{FakeLag} needs of a receiver: Twisted's C{basic} receivers parse
-    no further while C{paused}, and keep what arrives in their buffer."""
+    """What L{FakeLag} needs of a receiver: one that parses no further while
+    C{paused} and keeps what arrives meanwhile, as Twisted's C{basic}
+    receivers and chatd's binary protocol do."""
 
     paused: bool
 
@@ -71,6 +72,15 @@ class FakeLag:
         """End a held connection whose unparsed input, C{held} bytes, is over the bound."""
         if self._resume is not None and held > self.max_held:
             self.receiver.end(Ending.FLOOD)
+
+    def holding(self) -> bool:
+        """Whether commands the client sent wait for the rate to let them run."""
+        return self._resume is not None
+
+    @property
+    def last_command(self) -> float:
+        """When the last command was counted (run), held or not."""
+        return self.bucket.stamp
 
     def stop(self) -> None:
         if self._resume is not None and self._resume.active():

@@ -36,6 +36,19 @@ class DeadlineTests(SynchronousTestCase):
         self.clock.advance(100)
         self.assertEqual(self.expired, [23])
 
+    def test_late_clock_runs_earlier_calls_first(self) -> None:
+        """A touch makes the queued call early; if the clock only gets to it
+        after the real deadline, what was due before that deadline still
+        runs before the expiry."""
+        ran: list[str] = []
+        self.deadline.expire = lambda: ran.append("expired")
+        self.deadline.set(3)
+        self.clock.advance(2.5)
+        self.deadline.touch()
+        self.clock.callLater(1, ran.append, "due at 3.5")
+        self.clock.advance(4)
+        self.assertEqual(ran, ["due at 3.5", "expired"])
+
     def test_many_touches_leave_one_call(self) -> None:
         self.deadline.set(10)
         for _ in range(1000):
@@ -56,6 +69,19 @@ class DeadlineTests(SynchronousTestCase):
         self.clock.advance(0.1)
         self.assertEqual(self.expired, [13])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_set_since_an_earlier_time(self) -> None:
+        self.clock.advance(10)
+        self.deadline.set(5, since=8)
+        self.clock.advance(2.9)
+        self.assertEqual(self.expired, [])
+        self.clock.advance(0.1)
+        self.assertEqual(self.expired, [13])
+        # A limit already past expires on the clock's next step, not at once.
+        self.deadline.set(5, since=1)
+        self.assertEqual(self.expired, [13])
+        self.clock.advance(0)
+        self.assertEqual(self.expired, [13, 13])
 
     def test_none_and_cancel_never_expire(self) -> None:
         self.deadline.set(None)

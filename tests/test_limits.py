@@ -176,6 +176,45 @@ class TimeoutTests(SynchronousTestCase):
         # Going offline is not logging out.
         self.assertEqual(server.hub.names(), ["bob"])
 
+    def test_binary_not_idle_while_its_commands_are_held(self) -> None:
+        """Commands the flood limit holds are the client's own: until they
+        have run, it is waiting for answers, not idle."""
+        server = Server(idle_timeout=3.0, command_rate=1.0, command_burst=1)
+        client = server.connect()
+        client.send(command(b"register", b"a"))
+        client.take()
+        client.send(command(b"users") * 10)
+        # About one a second, the last at 10.7 s: long past the idle limit
+        # counted from the read, and the client is answered all the same.
+        for _ in range(110):
+            server.clock.advance(0.1)
+        self.assertEqual(client.frames(), [b"1", b"a"] * 10)
+        # The limit counts again from the last answer.
+        server.clock.advance(2.5)
+        self.assertFalse(client.closed)
+        server.clock.advance(0.6)
+        self.assertTrue(client.closed)
+
+    def test_held_command_runs_before_idle_close_when_the_reactor_is_late(self) -> None:
+        """Timers run in the order they were due, even when the reactor gets
+        to them late: a command held until 3.5 is answered before the idle
+        limit (last read 2.5 + 3 = 5.5) is looked at, at 6.5; and as it was
+        answered then, the limit counts from then."""
+        server = Server(idle_timeout=3.0, command_rate=1.0, command_burst=1)
+        client = server.connect()
+        client.send(command(b"register", b"a"))
+        self.assertEqual(client.frames(), [b"Hello, a"])
+        server.clock.advance(2.5)
+        client.send(command(b"users") + command(b"users"))
+        self.assertEqual(client.frames(), [b"1", b"a"])
+        server.clock.advance(4.0)
+        self.assertEqual(client.frames(), [b"1", b"a"])
+        self.assertFalse(client.closed)
+        server.clock.advance(2.9)
+        self.assertFalse(client.closed)
+        server.clock.advance(0.1)
+        self.assertTrue(client.closed)
+
 
 class FloodTests(SynchronousTestCase):
     def test_burst_then_rate(self) -> None:
