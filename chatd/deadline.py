@@ -58,13 +58,11 @@ class Deadline:
     def _due(self) -> None:
         self._call = None
         assert self.limit is not None
-        deadline = self._last + self.limit
-        if deadline > self._at:
+        if self._last + self.limit > self._at:
             # Touched since the call was set. Even if the real deadline has
             # passed too (a reactor running late), go behind what was due
             # before it, as a held command's turn: calls run in time order.
-            self._at = deadline
-            self._call = self.clock.callLater(max(0.0, deadline - self.clock.seconds()), self._due)
+            self.set(self.limit, since=self._last)
             return
         self.limit = None
         self.expire()
