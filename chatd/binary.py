@@ -212,8 +212,7 @@ class BinaryProtocol(Protocol):
 
     def _current(self) -> BinaryUser | None:
         """This connection's user, if it still holds its name (no logout took it)."""
-        user = self.user
-        return user if user is not None and user.present else None
+        return self.user if self.hub.is_current(self.user) else None
 
     def _require_user(self) -> BinaryUser:
         user = self._current()
