@@ -9,7 +9,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
-from chatd import linewire
+from chatd import linewire, tally
 from chatd.flood import FakeLag
 from chatd.hub import Hub, LineUser
 from chatd.rules import BadArguments, ChatError, Ending, check_text
@@ -25,6 +25,7 @@ class LineProtocol(LineReceiver):
     """One PyChat-protocol connection."""
 
     log = Logger()
+    protocol_name = "line"
     delimiter = b"\n"
     # A line user may read quietly for as long as it likes; a half-open
     # socket is found by TCP keepalive, or by the output backlog bound.
@@ -94,6 +95,7 @@ class LineProtocol(LineReceiver):
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
+            self.hub.tally.commands["line", tally.UNKNOWN, "error"] += 1
             self._error("bad-encoding", "lines must be UTF-8")
             return
         parts = text.split(None, 1)
@@ -104,7 +106,7 @@ class LineProtocol(LineReceiver):
         self._error(
             "line-too-long",
             f"a line has at most {self.hub.limits.max_line_length} bytes",
-            close=True,
+            close=tally.LINE_TOO_LONG,
         )
 
     def connectionLost(self, reason: Failure | None = None) -> None:
@@ -116,7 +118,7 @@ class LineProtocol(LineReceiver):
 
     def end(self, ending: Ending) -> None:
         """Close for a limit, telling the client which."""
-        self._error(ending.value, linewire.CLOSING[ending], close=True)
+        self._error(ending.value, linewire.CLOSING[ending], close=tally.ENDINGS[ending])
 
     # Output
 
@@ -137,16 +139,23 @@ class LineProtocol(LineReceiver):
 
     def _dispatch(self, word: str, rest: str) -> None:
         name = word[1:].lower() if word.startswith("!") else ""
+        known = name in COMMANDS
+        counts = self.hub.tally.commands
         if self.user is None and name not in _BEFORE_NICK:
-            self._error("nick-required", "send !nick NAME first", close=True)
-        elif name not in COMMANDS:
+            counts["line", name if known else tally.UNKNOWN, "error"] += 1
+            self._error("nick-required", "send !nick NAME first", close=tally.NICK_REQUIRED)
+        elif not known:
+            counts["line", tally.UNKNOWN, "error"] += 1
             self._error("unknown-command", f"{word} is not a command; try !help")
         else:
             handler: Callable[[str], None] = getattr(self, f"on_{name}")
             try:
                 handler(rest)
             except ChatError as e:
+                counts["line", name, "error"] += 1
                 self._error(e.code, str(e))
+            else:
+                counts["line", name, "ok"] += 1
 
     def on_nick(self, rest: str) -> None:
         if self.user is not None:
@@ -183,6 +192,7 @@ class LineProtocol(LineReceiver):
 
     def on_quit(self, rest: str) -> None:
         self._leave()
+        self.transport.ending(tally.QUIT)
         self._close()
 
     # Helpers
@@ -198,8 +208,9 @@ class LineProtocol(LineReceiver):
             self.hub.leave(self.user)
             self.user = None
 
-    def _error(self, code: str, text: str, close: bool = False) -> None:
+    def _error(self, code: str, text: str, close: str | None = None) -> None:
+        """Send an error line; with C{close}, a reason, then close the connection."""
         self._send(linewire.error(code, text))
-        if close:
-            self.log.info("closing {peer}: {code}", peer=self.transport.getPeer(), code=code)
+        if close is not None:
+            self.transport.ending(close)
             self._close()
