@@ -115,7 +115,7 @@ class Metrics:
         root.putChild(b"healthz", HealthPage(self))
         top = MultiService()
         LagProbe(self.clock, self.lag.observe).setServiceParent(top)
-        strports.service(description, QuietSite(root), reactor=reactor).setServiceParent(top)
+        strports.service(description, MetricsSite(root), reactor=reactor).setServiceParent(top)
         return top
 
 
@@ -273,7 +273,7 @@ class HealthPage(Resource):
         return problem.encode("utf-8") + b"\n"
 
 
-class QuietSite(Site):
+class MetricsSite(Site):
     """A Site that keeps no access log: a scrape every few seconds would bury the real one."""
 
     noisy = False
