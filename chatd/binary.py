@@ -34,12 +34,13 @@ class Command(NamedTuple):
 
     arity: int
     handler: str
-    ok: tuple[str, str, str]
-    error: tuple[str, str, str]
+    ok: str
+    error: str
 
 
 def _command(name: str, arity: int) -> Command:
-    return Command(arity, f"on_{name}", ("binary", name, "ok"), ("binary", name, "error"))
+    key = tally.command_key
+    return Command(arity, f"on_{name}", key("binary", name, "ok"), key("binary", name, "error"))
 
 
 COMMANDS: dict[bytes, Command] = {
@@ -49,7 +50,7 @@ COMMANDS: dict[bytes, Command] = {
     ]
 }
 
-_UNKNOWN = ("binary", tally.UNKNOWN, "error")
+_UNKNOWN = tally.command_key("binary", tally.UNKNOWN, "error")
 
 
 class _Refused(Exception):
@@ -139,12 +140,12 @@ class BinaryProtocol(Protocol):
         """
         self.lag.command()
         try:
-            failed = getattr(self, command.handler)(*args) is False
+            ok = getattr(self, command.handler)(*args) is not False
         except _Refused as e:
             self.hub.tally.commands[command.error] += 1
             self._refuse(str(e))
-        else:
-            self.hub.tally.commands[command.error if failed else command.ok] += 1
+            return
+        self.hub.tally.commands[command.ok if ok else command.error] += 1
 
     def lengthLimitExceeded(self, length: int) -> None:
         self._refuse(binwire.FRAME_TOO_LONG, tally.FRAME_TOO_LONG)

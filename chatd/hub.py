@@ -363,14 +363,19 @@ class Hub:
             self.send(receiver.session, linewire.privmsg(sender.name, text))
             self.tally.pushed += 1
         elif isinstance(receiver, BinaryUser):
-            self._mail_one(receiver, sender.name, text)
+            # _mail_one inline: this is the hot path of binary sends.
+            if not self._post(receiver, sender.name, text):
+                self.tally.mailbox_full += 1
+                raise MailboxFull([receiver.name])
+            self.tally.mailed += 1
 
     def _mail_one(self, receiver: BinaryUser, sender: str, text: str) -> None:
         """Queue mail for one user, counted; raise L{MailboxFull} if there is no room."""
-        if not self._post(receiver, sender, text):
+        if self._post(receiver, sender, text):
+            self.tally.mailed += 1
+        else:
             self.tally.mailbox_full += 1
             raise MailboxFull([receiver.name])
-        self.tally.mailed += 1
 
     def _post(self, receiver: BinaryUser, sender: str, text: str) -> bool:
         """Queue mail for C{receiver}; whether its mailbox had room.

@@ -19,6 +19,11 @@ COMMANDS = frozenset(
 )
 # Commands a client may send before it has a name.
 _BEFORE_NICK = frozenset({"nick", "help", "quit"})
+# Each command's keys in the tally, ok and failed.
+_OK = {name: tally.command_key("line", name, "ok") for name in COMMANDS}
+_FAILED = {
+    name: tally.command_key("line", name, "error") for name in [*COMMANDS, tally.UNKNOWN]
+}
 
 
 class LineProtocol(LineReceiver):
@@ -95,7 +100,7 @@ class LineProtocol(LineReceiver):
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
-            self.hub.tally.commands["line", tally.UNKNOWN, "error"] += 1
+            self.hub.tally.commands[_FAILED[tally.UNKNOWN]] += 1
             self._error("bad-encoding", "lines must be UTF-8")
             return
         parts = text.split(None, 1)
@@ -142,20 +147,20 @@ class LineProtocol(LineReceiver):
         known = name in COMMANDS
         counts = self.hub.tally.commands
         if self.user is None and name not in _BEFORE_NICK:
-            counts["line", name if known else tally.UNKNOWN, "error"] += 1
+            counts[_FAILED[name if known else tally.UNKNOWN]] += 1
             self._error("nick-required", "send !nick NAME first", close=tally.NICK_REQUIRED)
         elif not known:
-            counts["line", tally.UNKNOWN, "error"] += 1
+            counts[_FAILED[tally.UNKNOWN]] += 1
             self._error("unknown-command", f"{word} is not a command; try !help")
         else:
             handler: Callable[[str], None] = getattr(self, f"on_{name}")
             try:
                 handler(rest)
             except ChatError as e:
-                counts["line", name, "error"] += 1
+                counts[_FAILED[name]] += 1
                 self._error(e.code, str(e))
             else:
-                counts["line", name, "ok"] += 1
+                counts[_OK[name]] += 1
 
     def on_nick(self, rest: str) -> None:
         if self.user is not None:

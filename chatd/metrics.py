@@ -166,7 +166,7 @@ class _ChatCollector:
             labels=["protocol", "command", "result"],
         )
         for key in _every(counts.commands, _KNOWN_COMMANDS):
-            commands.add_metric(list(key), counts.commands.get(key, 0))
+            commands.add_metric(key.split(" "), counts.commands.get(key, 0))
         yield commands
 
         deliveries = CounterMetricFamily(
@@ -192,7 +192,7 @@ class _ChatCollector:
 
 
 _KNOWN_COMMANDS = [
-    (protocol, command, result)
+    tally.command_key(protocol, command, result)
     for protocol, names in [
         ("line", sorted(LINE_COMMANDS)),
         ("binary", sorted(name.decode() for name in BINARY_COMMANDS)),

@@ -64,6 +64,15 @@ LIMITS: dict[str, str] = {
 UNKNOWN = "unknown"
 
 
+def command_key(protocol: str, command: str, result: str) -> str:
+    """The key under which a command is counted: its labels in one string.
+
+    A string, made once per command and result, hashes once: a tuple would
+    be hashed again at every count, and commands are the hot path.
+    """
+    return f"{protocol} {command} {result}"
+
+
 class Tally:
     """The counts behind chatd's counters; every one only ever goes up."""
 
@@ -75,7 +84,7 @@ class Tally:
         self.mailed = 0
         # Messages not put in a mailbox because it was full, one per recipient.
         self.mailbox_full = 0
-        # By (protocol, command, "ok" or "error").
-        self.commands: defaultdict[tuple[str, str, str], int] = defaultdict(int)
+        # By command_key(protocol, command, "ok" or "error").
+        self.commands: defaultdict[str, int] = defaultdict(int)
         # Connections ended, by reason.
         self.closed: defaultdict[str, int] = defaultdict(int)
