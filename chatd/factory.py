@@ -21,7 +21,6 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
 from chatd import tally
-
 from chatd.binary import BinaryProtocol
 from chatd.bounded import BoundedTransport
 from chatd.deadline import Deadline
