@@ -24,7 +24,7 @@ from chatd import tally
 from chatd.binary import BinaryProtocol
 from chatd.bounded import BoundedTransport
 from chatd.deadline import Deadline
-from chatd.flood import FakeLag
+from chatd.flood import FakeLag, HostBudgets
 from chatd.hub import Hub, User
 from chatd.line import LineProtocol
 from chatd.rules import Ending
@@ -171,7 +171,7 @@ class Sniffer(Protocol):
             return
         self.bounded.ending(tally.ENDINGS[ending])
         if self.inner is None:
-            self._start(self.factory.line_protocol())
+            self._start(self.factory.line_protocol(self.host))
         assert self.inner is not None
         self.inner.end(ending)
 
@@ -216,17 +216,20 @@ class ChatFactory(Factory):
         # many hosts must not cost a walk over every host per accept.
         self._served_total = 0
         self._drained: list[Deferred[None]] = []
+        limits = hub.limits
+        # Kept here, not per connection: a host's broadcast budget outlives them.
+        self.broadcasts = HostBudgets(limits.broadcast_rate, limits.broadcast_burst, clock)
 
     def buildProtocol(self, addr: IAddress) -> Protocol:
         return Sniffer(self)
 
     def protocolFor(self, first: int, host: str) -> Session:
         if is_binary_start(first):
-            return BinaryProtocol(self.hub, host, self.clock)
-        return self.line_protocol()
+            return BinaryProtocol(self.hub, host, self.clock, self.broadcasts)
+        return self.line_protocol(host)
 
-    def line_protocol(self) -> LineProtocol:
-        return LineProtocol(self.hub, self.clock)
+    def line_protocol(self, host: str) -> LineProtocol:
+        return LineProtocol(self.hub, self.clock, self.broadcasts, host)
 
     # Counting connections
 

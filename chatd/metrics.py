@@ -183,7 +183,7 @@ class _ChatCollector:
         )
         yield CounterMetricFamily(
             "chatd_mailbox_full",
-            "Messages not queued for a user because its mailbox was full, one per user.",
+            "Messages not queued for a user because its mailbox had no room, one per user.",
             counts.mailbox_full,
         )
         build = GaugeMetricFamily("chatd_build_info", "chatd's version.", labels=["version"])
