@@ -7,14 +7,15 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address, UNIXAddress
-from twisted.internet.error import ConnectionLost
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
 
-from chatd import __version__, binwire
+from chatd import __version__, binwire, tap
 from chatd.database import open_database
 from chatd.factory import transport_kind
 from chatd.jsonlog import event_as_json
@@ -462,3 +463,34 @@ class JsonEventTests(SynchronousTestCase):
         self.assertEqual(record["message"], "oops")
         self.assertNotIn("\n", event_as_json(event))
 
+
+
+class ServiceTests(SynchronousTestCase):
+    """makeService with --metrics: /healthz says so while the server drains."""
+
+    def test_unhealthy_while_draining_then_listener_stops(self) -> None:
+        reactor = MemoryReactorClock()
+        config = tap.Options()
+        config.parseOptions(["--port", "tcp:0", "--metrics", "tcp:0:interface=127.0.0.1"])
+        top = tap.makeService(config, reactor=reactor)
+        top.startService()
+        (draining,) = [s for s in top if isinstance(s, tap.Draining)]
+        (listener,) = list(draining)
+        site = [port[1] for port in reactor.tcpServers if port[3] == "127.0.0.1"][0]
+        factory = [port[1] for port in reactor.tcpServers if port[3] != "127.0.0.1"][0]
+
+        def health() -> tuple[int, bytes]:
+            request = DummyRequest([b"healthz"])
+            body = site.resource.getChildWithDefault(b"healthz", request).render(request)
+            return request.responseCode or 200, body
+
+        self.assertEqual(health(), (200, b"ok\n"))
+        client = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        client.makeConnection(StringTransport())
+        stopped = top.stopService()
+        self.assertNoResult(stopped)
+        self.assertEqual(health(), (503, b"shutting down\n"))
+        self.assertTrue(listener.running)
+        client.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(stopped)
+        self.assertFalse(listener.running)
