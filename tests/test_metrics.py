@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -40,6 +42,9 @@ class Scrape:
 
     def __call__(self, name: str, **labels: str) -> float:
         return self.samples[(name, tuple(sorted(labels.items())))]
+
+    def samples_names(self) -> list[str]:
+        return [name for name, _ in self.samples]
 
 
 def watched(server: Server, database: bool = False) -> Metrics:
@@ -494,3 +499,29 @@ class ServiceTests(SynchronousTestCase):
         client.connectionLost(Failure(ConnectionDone()))
         self.successResultOf(stopped)
         self.assertFalse(listener.running)
+
+
+class ContribTests(SynchronousTestCase):
+    """contrib/: the Grafana dashboard charts every metric, by names chatd serves."""
+
+    def test_dashboard(self) -> None:
+        path = Path(__file__).resolve().parent.parent / "contrib" / "grafana-dashboard.json"
+        dashboard = json.loads(path.read_text("utf-8"))
+        exprs = " ".join(
+            target["expr"] for panel in dashboard["panels"] for target in panel["targets"]
+        )
+        used = set(re.findall(r"\b(chatd_\w+|process_\w+)", exprs))
+        server = Server()
+        metrics = Metrics(server.clock, database=True)
+        metrics.watch(server.factory)
+        served = set(Scrape(metrics).samples_names())
+        self.assertEqual(used - served, set())
+        families = {
+            "chatd_connections", "chatd_users", "chatd_connections_closed_total",
+            "chatd_commands_total", "chatd_deliveries_total", "chatd_mailbox_messages",
+            "chatd_mailbox_full_total", "chatd_store_commit_seconds_bucket",
+            "chatd_store_failures_total", "chatd_reactor_lag_seconds_bucket", "chatd_build_info",
+        }
+        self.assertEqual(families - used, set())
+        ids = [panel["id"] for panel in dashboard["panels"]]
+        self.assertEqual(len(ids), len(set(ids)))
