@@ -93,7 +93,8 @@ def run_fanout(messages: int) -> float:
     # Whatever limits this tree has, none holds the sender back.
     limits = {name: many for name in ("broadcast_rate", "broadcast_burst")
               if name in Limits.__dataclass_fields__}
-    factory = ChatFactory(Hub(Limits(command_rate=1e9, command_burst=many, **limits)), clock)
+    factory = ChatFactory(Hub(Limits(command_rate=1e9, command_burst=many, max_connections=many,
+                                     max_connections_per_host=many, **limits)), clock)
     clients = []
     for i in range(100):
         addr = IPv4Address("TCP", "127.0.0.1", 40000 + i)
@@ -102,6 +103,7 @@ def run_fanout(messages: int) -> float:
         protocol.makeConnection(transport)
         protocol.dataReceived(b"!nick u%d\n" % i)
         clients.append((protocol, transport))
+    assert len(factory.hub.names()) == 100
     sender = clients[0][0]
     message = b"!sendmsg 123 456 abcdefghijklmnopqrstuvwxyz\n"
     start = time.perf_counter()

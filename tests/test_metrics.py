@@ -14,6 +14,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
+from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -525,3 +526,12 @@ class ContribTests(SynchronousTestCase):
         self.assertEqual(families - used, set())
         ids = [panel["id"] for panel in dashboard["panels"]]
         self.assertEqual(len(ids), len(set(ids)))
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_defaults_and_bad_values(self) -> None:
+        config = tap.Options()
+        config.parseOptions([])
+        self.assertEqual((config["metrics"], config["log-format"]), (None, "text"))
+        for argv in (["--metrics", ""], ["--log-format", "xml"]):
+            self.assertRaises(UsageError, tap.Options().parseOptions, argv)
