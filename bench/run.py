@@ -235,6 +235,20 @@ def compare(workload: str, args: list[str], runs: dict[str, list[dict]]) -> dict
             "ratio": round(this / base, 3) if this and base else None}
 
 
+def per_cpu(runs: dict[str, list[dict]]) -> dict:
+    """Medians of work per server CPU second, and their ratio: on a busy
+    machine, where the server gets a varying share of its core, the steadier figure."""
+    medians = {}
+    for label, figures in runs.items():
+        values = [v for f in figures for k, v in f.items() if k.endswith("_per_server_cpu_s")]
+        medians[label] = statistics.median(values) if values else None
+    this, base = medians.get("this"), medians.get("against")
+    if not this or not base:
+        return {}
+    return {"per_cpu_median_tcp": base, "per_cpu_median_ws": this,
+            "per_cpu_ratio": round(this / base, 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workloads", nargs="*", choices=[*RUNS, []], metavar="workload",
@@ -280,6 +294,7 @@ def main() -> None:
                 line = compare(f"{ws} / {tcp}", args, beside)
                 line["median_tcp"] = line.pop("median_against")
                 line["median_ws"] = line.pop("median_this")
+                line.update(per_cpu(beside))
                 print(json.dumps(line), flush=True)
 
 

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from importlib.resources import files
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
 
+from chatd.rules import Limits
 from chatd.websocket import ChatSocket
 
 if TYPE_CHECKING:
@@ -59,6 +65,56 @@ class PageFiles(File):
         return super().render_GET(request)  # type: ignore[no-any-return]
 
 
+class WebSite(Site):
+    """A Site whose HTTP connections count against chatd's connection limits.
+
+    They are counted apart from the chat connections, with the same
+    numbers: one that becomes a WebSocket counts as a chat connection too,
+    so the page cannot be used to hold more sockets than the limits allow.
+    """
+
+    # Not "log": HTTPFactory.log writes the access log.
+    _log = Logger()
+    # A line per start says little an operator needs.
+    noisy = False
+
+    def __init__(self, resource: Resource, limits: Limits, **kwargs: Any) -> None:
+        super().__init__(resource, **kwargs)
+        self.limits = limits
+        self.open: Counter[str] = Counter()
+        self._total = 0
+
+    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+        host = str(getattr(addr, "host", None) or "local")
+        if self._total >= self.limits.max_connections:
+            self._log.warn("web server full: turning {host} away", host=host)
+            return None
+        if self.open[host] >= self.limits.max_connections_per_host:
+            self._log.warn("host {host} has all its web connections: turning it away", host=host)
+            return None
+        protocol = super().buildProtocol(addr)
+        if protocol is None:
+            return None
+        self.open[host] += 1
+        self._total += 1
+        lost = protocol.connectionLost
+
+        def connectionLost(reason: Failure) -> None:
+            self._forget(host)
+            lost(reason)
+
+        # On the connection's outermost protocol, which a WebSocket upgrade
+        # leaves in place: it is told of the loss either way.
+        protocol.connectionLost = connectionLost  # type: ignore[method-assign]
+        return protocol  # type: ignore[no-any-return]
+
+    def _forget(self, host: str) -> None:
+        self._total -= 1
+        self.open[host] -= 1
+        if not self.open[host]:
+            del self.open[host]
+
+
 def web_site(factory: ChatFactory, origins: Iterable[str] = (), timeout: float = 60) -> Site:
     """The page and its socket, both serving C{factory}'s hub.
 
@@ -67,7 +123,4 @@ def web_site(factory: ChatFactory, origins: Iterable[str] = (), timeout: float =
     """
     root = PageFiles(page_directory().path)
     root.putChild(b"ws", ChatSocket(factory, origins))
-    site = Site(root, timeout=timeout)
-    # A line per request and per start says little an operator needs.
-    site.noisy = False
-    return site
+    return WebSite(root, factory.hub.limits, timeout=timeout)

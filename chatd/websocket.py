@@ -128,8 +128,15 @@ class WebSocketConnection:
         self.sniffer.makeConnection(self)
 
     def dataReceived(self, data: bytes) -> None:
+        if self.disconnecting:
+            return
         ws = self.ws
-        ws.receive_data(data)
+        try:
+            ws.receive_data(data)
+        except LocalProtocolError:
+            # Bytes after the close handshake: nothing more is read.
+            self.abortConnection()
+            return
         for event in ws.events():
             if isinstance(event, TextMessage):
                 self._text(event.data, event.message_finished)
@@ -326,6 +333,11 @@ class ChatSocket(Resource):
         request.channel.transport.write(accept)
         # The channel hands every later byte, and its loss, to the connection.
         request.channel._protocolUpgradeForWebsockets(connection)
+        # The request is over as far as HTTP goes: with thousands of idle
+        # sockets, its headers and body buffer are memory for nothing.
+        if request in request.channel.requests:
+            request.channel.requests.remove(request)
+        request.content.close()
         return NOT_DONE_YET
 
 

@@ -319,3 +319,27 @@ class PageTests(TestCase):
         for name, expected in [("app.js", "text/javascript"), ("style.css", "text/css")]:
             status, kind, _ = await deferToThread(get, name)
             self.assertEqual((status, kind.split(";")[0]), (200, expected))
+
+
+class WebConnectionLimitTests(TestCase):
+    async def test_http_connections_count_per_host(self) -> None:
+        server = await web(self, max_connections_per_host=2, handshake_timeout=5.0)
+        site_port = server.web_port
+        held = []
+        for _ in range(2):
+            sock = socket.create_connection(("127.0.0.1", site_port), timeout=5)
+            self.addCleanup(sock.close)
+            held.append(sock)
+        await sleep(0.2)
+        refused = socket.create_connection(("127.0.0.1", site_port), timeout=5)
+        self.addCleanup(refused.close)
+        # Turned away at once: closed without a byte.
+        self.assertEqual(await deferToThread(refused.recv, 100), b"")
+        other = await server.ws(source="127.0.0.2")
+        other.text("!nick other")
+        await other.until_text("!users 1 other")
+        held[0].close()
+        await sleep(0.2)
+        again = await server.ws()
+        again.text("!nick again")
+        await again.until_text("!users 2")
