@@ -89,7 +89,7 @@ class MessageSniffer(Sniffer):
     def choose(self, data: bytes) -> Session:
         if self.connection.binary:
             return self.factory.binary_protocol(self.host)
-        return self.factory.line_protocol()
+        return self.factory.line_protocol(self.host)
 
 
 @implementer(ITransport, IPushProducer)

@@ -212,6 +212,7 @@ class LimitTests(TestCase):
         server = await web(
             self, max_output_backlog=bound, max_message_length=1000,
             command_rate=1000.0, command_burst=1000, max_input_backlog=4 * 1024 * 1024,
+            broadcast_rate=1000.0, broadcast_burst=1000,
         )  # fmt: skip
         warnings: list[dict[str, Any]] = []
         observer = lambda e: warnings.append(e) if "slow reader" in e.get("log_format", "") else None  # noqa: E731
