@@ -99,13 +99,11 @@ class Options(usage.Options):
         self["web-origins"] = []
 
     def opt_web(self, description: str) -> None:
-        """Serve the web page and its WebSocket on this endpoint (tcp:8080,
-        ssl:... for https); repeatable; "none" serves no page."""
+        """Serve the web page and WebSocket here (ssl: is https); repeatable; none: off."""
         self["web"].append(description)
 
     def opt_web_origin(self, origin: str) -> None:
-        """Let pages from this origin (https://chat.example.com) open the
-        WebSocket, besides the page's own; repeatable."""
+        """Let pages from this origin (https://host[:port]) open the WebSocket too; repeatable."""
         try:
             parse_origin(origin)
         except ValueError as e:

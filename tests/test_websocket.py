@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import re
 import socket
+import tempfile
 import time
 import urllib.request
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import SSL4ClientEndpoint, serverFromString
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
+from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import Request, TextMessage
 
 from chatd.webpage import web_site
 from chatd.websocket import ChatSocket, same_origin
-from tests.loopback import Loopback, Peer
+from tests.loopback import Loopback, Peer, spawn_chatd
+from tests.test_limits_sockets import self_signed
 from tests.support import command, frame
 from tests.wsclient import Refused, WebSocketPeer, ws_connect
 
@@ -33,10 +38,12 @@ class Web(Loopback):
     web_port = 0
     origins: tuple[str, ...] = ()
 
+    web_description = "tcp:0:interface=127.0.0.1"
+
     async def listen(self, description: str = "tcp:0:interface=127.0.0.1") -> Web:
         await super().listen(description)
         site = web_site(self.factory, self.origins)
-        port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(site)
+        port = await serverFromString(reactor, self.web_description).listen(site)
         self.web_port = port.getHost().port
         self.case.addCleanup(port.stopListening)
         return self
@@ -320,6 +327,52 @@ class PageTests(TestCase):
         for name, expected in [("app.js", "text/javascript"), ("style.css", "text/css")]:
             status, kind, _ = await deferToThread(get, name)
             self.assertEqual((status, kind.split(";")[0]), (200, expected))
+
+
+class TLSTests(TestCase):
+    async def test_wss(self) -> None:
+        directory = FilePath(tempfile.mkdtemp())
+        self.addCleanup(directory.remove)
+        options, pem = self_signed(directory)
+        server = Web(self, handshake_timeout=0.5)
+        server.web_description = f"ssl:0:interface=127.0.0.1:{options}"
+        await server.listen()
+        tls = optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(pem))
+
+        async def connect() -> WebSocketPeer:
+            endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", server.web_port, tls)
+            return await ws_connect(self, server.web_port, endpoint=endpoint,
+                                    origin=f"https://localhost:{server.web_port}",
+                                    host=f"localhost:{server.web_port}")  # fmt: skip
+
+        alice = await connect()
+        alice.text("!nick alice")
+        await alice.until_text("!users 1 alice")
+        carol = await connect()
+        carol.binary(command(b"register", b"carol"))
+        await carol.until_frames(1)
+        alice.text("!sendmsg over tls")
+        carol.take()
+        carol.binary(command(b"receive"))
+        await carol.until_frames(3)
+        self.assertEqual(carol.frames(), [b"1", b"alice", b"over tls"])
+        silent = await connect()
+        await silent.until_gone()
+        self.assertEqual(silent.messages, ["!error timeout no !nick in time"])
+
+
+class StartTests(TestCase):
+    async def test_log_says_where_each_endpoint_listens_and_the_page(self) -> None:
+        chatd, port = await spawn_chatd(self, "--web", "tcp:0:interface=127.0.0.1")
+        for _ in range(200):
+            if b"web page on" in chatd.output:
+                break
+            await sleep(0.05)
+        log = chatd.output.decode()
+        self.assertIn(f"chat (line and binary protocols) on 127.0.0.1:{port}", log)
+        found = re.search(r"web page on 127\.0\.0\.1:(\d+): open http://127\.0\.0\.1:(\d+)/", log)
+        assert found is not None, log
+        self.assertEqual(found.group(1), found.group(2))
 
 
 class WebConnectionLimitTests(TestCase):

@@ -12,6 +12,7 @@ from typing import Callable, Union
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
@@ -174,9 +175,11 @@ async def ws_connect(
     path: str = "/ws",
     host: str | None = None,
     source: str = "127.0.0.1",
+    endpoint: IStreamClientEndpoint | None = None,
 ) -> WebSocketPeer:
     """A client connected to chatd's WebSocket on 127.0.0.1:C{port}, closed with the test."""
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, bindAddress=(source, 0))
+    if endpoint is None:
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, bindAddress=(source, 0))
     peer = WebSocketPeer(path, host or f"127.0.0.1:{port}", origin)
     await connectProtocol(endpoint, peer)
     case.addCleanup(_abort, peer)
