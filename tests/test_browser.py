@@ -158,6 +158,17 @@ class ReadingTests(BrowserTestCase):
         """)
         with PyChatClient(self.chatd.address) as liz:
             liz.nick("liz")
+            phone.wait_for_users(["ann", "liz"])
+            # From the message field, back to the last name in the list; Enter on it.
+            from selenium.webdriver.common.keys import Keys
+
+            phone.by_label("Message").send_keys(Keys.SHIFT, Keys.TAB)
+            self.assertEqual(phone.driver.switch_to.active_element.text, "liz")
+            phone.driver.switch_to.active_element.send_keys(Keys.ENTER)
+            active = phone.driver.switch_to.active_element
+            self.assertEqual(active.get_attribute("value"), "/msg liz ")
+            active.send_keys("by keyboard\n")
+            self.assertEqual(liz.lines(1), ["!privmsg ann by keyboard"])
             # Private ones: broadcasts from one host are held to a few a second.
             for i in range(60):
                 liz.send(f"!sendto ann line {i}\n")
