@@ -100,7 +100,6 @@ class WebSocketConnection:
     protocol behind its L{MessageSniffer}, the transport.
     """
 
-    log = Logger()
     # Read by chatd's metrics to label the connection.
     chatd_transport_kind = "websocket"
 
