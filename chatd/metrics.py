@@ -22,15 +22,16 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
-from twisted.application import strports
 from twisted.application.service import MultiService, Service
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from chatd import __version__, tally
 from chatd.binary import COMMANDS as BINARY_COMMANDS
 from chatd.line import COMMANDS as LINE_COMMANDS
+from chatd.listening import Listening, where
 
 if TYPE_CHECKING:
     from chatd.factory import ChatFactory
@@ -115,8 +116,15 @@ class Metrics:
         root.putChild(b"healthz", HealthPage(self))
         top = MultiService()
         LagProbe(self.clock, self.lag.observe).setServiceParent(top)
-        strports.service(description, MetricsSite(root), reactor=reactor).setServiceParent(top)
+        Listening(reactor, description, MetricsSite(root), _announce).setServiceParent(top)
         return top
+
+
+_log = Logger(namespace="chatd")
+
+
+def _announce(description: str, address: IAddress) -> None:
+    _log.info("metrics on {where}: /metrics and /healthz", where=where(address))
 
 
 class _ChatCollector:

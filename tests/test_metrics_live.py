@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.python.filepath import FilePath
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request, TextMessage
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatd import __version__, binwire
@@ -38,7 +40,7 @@ class Twistd:
     """C{twistd -n chatd OPTIONS --metrics tcp:0:...}, its log going to C{log}."""
 
     def __init__(self, case: SynchronousTestCase, directory: str, *options: str,
-                 logfile: bool = True) -> None:
+                 logfile: bool = True, web: bool = False) -> None:
         self.log = os.path.join(directory, f"twistd-{time.monotonic_ns()}.log")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [WORKTREE, *filter(None, [os.environ.get("PYTHONPATH")])])}
@@ -48,12 +50,13 @@ class Twistd:
         case.addCleanup(self.out.close)
         self.process = subprocess.Popen(
             [sys.executable, "-c", TWISTD, "-n", "--pidfile=", *twistd_options,
-             "chatd", "--metrics", f"tcp:0:{LOOPBACK}", *options],
+             "chatd", *([] if web else ["--no-web"]), "--metrics", f"tcp:0:{LOOPBACK}",
+             *options],
             env=env, cwd=directory, stdin=subprocess.DEVNULL, stdout=self.out,
             stderr=subprocess.PIPE,
         )
         case.addCleanup(self._kill)
-        self.ports = self._listening(1 + options.count("--port"))
+        self.ports = self._listening(1 + options.count("--port") + options.count("--web"))
 
     def _listening(self, listeners: int) -> dict[str, str]:
         """Wait for the ports to listen: what logged each, and where."""
@@ -334,7 +337,7 @@ class ScrapeTests(SynchronousTestCase):
 
 
 class JsonLogTests(SynchronousTestCase):
-    def run_chatd(self, logfile: bool) -> list[dict[str, Any]]:
+    def run_chatd(self, logfile: bool) -> tuple[list[dict[str, Any]], int]:
         directory = temporary_directory(self)
         chatd = Twistd(self, directory, "--log-format", "json", "--max-line-length", "16",
                        "--port", f"tcp:0:{LOOPBACK}", logfile=logfile)
@@ -346,9 +349,9 @@ class JsonLogTests(SynchronousTestCase):
         self.assertEqual(chatd.get("/healthz")[0], 200)
         text = chatd.stop()
         self.assertTrue(text.endswith("\n"))
-        return [json.loads(line) for line in text.splitlines()]
+        return [json.loads(line) for line in text.splitlines()], int(chatd.ports["MetricsSite"])
 
-    def check(self, events: list[dict[str, Any]]) -> None:
+    def check(self, events: list[dict[str, Any]], metrics_port: int) -> None:
         for event in events:
             self.assertLessEqual({"time", "level", "namespace", "message"}, set(event), event)
             self.assertRegex(event["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$")
@@ -363,12 +366,51 @@ class JsonLogTests(SynchronousTestCase):
         self.assertIn("IPv4Address(type='TCP', host='127.0.0.1'", ending["peer"])
         self.assertIn("over --max-line-length 16", ending["message"])
         # Scrapes and health checks are not logged.
-        self.assertFalse([m for m in messages if "healthz" in m])
+        self.assertEqual([m for m in messages if "GET /" in m], [])
+        self.assertIn(f"metrics on 127.0.0.1:{metrics_port}: /metrics and /healthz", messages)
 
     def test_standard_output(self) -> None:
         """C{twistd -n chatd --log-format json}: every line of its output is JSON."""
-        self.check(self.run_chatd(logfile=False))
+        self.check(*self.run_chatd(logfile=False))
 
     def test_log_file(self) -> None:
         """With twistd's C{--logfile}, the file is JSON."""
-        self.check(self.run_chatd(logfile=True))
+        self.check(*self.run_chatd(logfile=True))
+
+
+class WebSocketTests(SynchronousTestCase):
+    def test_counted_as_websocket(self) -> None:
+        directory = temporary_directory(self)
+        chatd = Twistd(self, directory, "--port", f"tcp:0:{LOOPBACK}",
+                       "--web", f"tcp:0:{LOOPBACK}", web=True)
+        (web_port,) = [int(port) for kind, port in chatd.ports.items()
+                       if kind not in ("MetricsSite", "ChatFactory")]
+        sock = socket.create_connection(("127.0.0.1", web_port), timeout=TIMEOUT)
+        self.addCleanup(sock.close)
+        ws = WSConnection(ConnectionType.CLIENT)
+        sock.sendall(ws.send(Request(host=f"127.0.0.1:{web_port}", target="/ws")))
+        received, accepted = "", False
+        while "!users" not in received:
+            data = sock.recv(65536)
+            self.assertTrue(data, "closed by the server")
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, AcceptConnection):
+                    accepted = True
+                    sock.sendall(ws.send(TextMessage(data="!nick webby\n")))
+                elif isinstance(event, TextMessage):
+                    received += event.data
+        self.assertTrue(accepted)
+        got = chatd.scrape()
+        self.assertEqual(value(got, "chatd_connections", protocol="line", transport="websocket"), 1)
+        self.assertEqual(value(got, "chatd_connections", protocol="line", transport="tcp"), 0)
+        self.assertEqual(
+            value(got, "chatd_commands_total", protocol="line", command="nick", result="ok"), 1
+        )
+        sock.close()
+        got = eventually(
+            chatd.scrape,
+            lambda got: value(got, "chatd_connections", protocol="line", transport="websocket") == 0,
+            "the WebSocket connection to be gone",
+        )
+        self.assertEqual(value(got, "chatd_connections_closed_total", reason="client-closed"), 1)
