@@ -477,7 +477,7 @@ class ServiceTests(SynchronousTestCase):
     def test_unhealthy_while_draining_then_listener_stops(self) -> None:
         reactor = MemoryReactorClock()
         config = tap.Options()
-        config.parseOptions(["--port", "tcp:0", "--metrics", "tcp:0:interface=127.0.0.1"])
+        config.parseOptions(["--no-web", "--port", "tcp:0", "--metrics", "tcp:0:interface=127.0.0.1"])
         top = tap.makeService(config, reactor=reactor)
         top.startService()
         (draining,) = [s for s in top if isinstance(s, tap.Draining)]
