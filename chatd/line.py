@@ -89,6 +89,11 @@ class LineProtocol(LineReceiver):
                 self.hub.limits.line_flush, self._flushPartial
             )
 
+    def ends_every_line(self) -> None:
+        """The transport ends every line itself (a WebSocket message does): a
+        partial line waits for the rest, and the line-flush timer never applies."""
+        self._seen_lf = True
+
     def _flushPartial(self) -> None:
         """Take a partial line that has waited long enough as a whole one."""
         self._flush = None

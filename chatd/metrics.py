@@ -155,6 +155,9 @@ class _ChatCollector:
             labels=["protocol", "state"],
         )
         users.add_metric(["line", "online"], line)
+        # A line user is never offline: it is gone with its connection. Served
+        # all the same, so that every label pair a dashboard may ask for exists.
+        users.add_metric(["line", "offline"], 0)
         users.add_metric(["binary", "online"], online)
         users.add_metric(["binary", "offline"], binary - online)
         yield users

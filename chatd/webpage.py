@@ -6,7 +6,7 @@ from collections import Counter
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, Iterable
 
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -65,12 +65,28 @@ class PageFiles(File):
         return super().render_GET(request)  # type: ignore[no-any-return]
 
 
+class _Counted:
+    """One HTTP connection as L{WebSite} counts it, until it ends or is upgraded."""
+
+    __slots__ = ("host", "counted", "asked", "deadline")
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.counted = True
+        # Whether a whole request has come: past that, Twisted's idle timeout rules.
+        self.asked = False
+        self.deadline: IDelayedCall | None = None
+
+
 class WebSite(Site):
     """A Site whose HTTP connections count against chatd's connection limits.
 
     They are counted apart from the chat connections, with the same
-    numbers: one that becomes a WebSocket counts as a chat connection too,
-    so the page cannot be used to hold more sockets than the limits allow.
+    numbers, until one becomes a WebSocket: the chat factory counts it from
+    then on, and tells it in its own protocol when it is over a limit. A
+    connection has C{handshake_timeout} to send its first whole request,
+    however slowly it dribbles it (Twisted's own timeout restarts on every
+    byte, which a slowloris exploits).
     """
 
     # Not "log": HTTPFactory.log writes the access log.
@@ -78,41 +94,94 @@ class WebSite(Site):
     # A line per start says little an operator needs.
     noisy = False
 
-    def __init__(self, resource: Resource, limits: Limits, **kwargs: Any) -> None:
+    def __init__(
+        self, resource: Resource, limits: Limits, clock: IReactorTime, **kwargs: Any
+    ) -> None:
         super().__init__(resource, **kwargs)
         self.limits = limits
+        self.clock = clock
         self.open: Counter[str] = Counter()
         self._total = 0
 
     def buildProtocol(self, addr: IAddress) -> Protocol | None:
         host = str(getattr(addr, "host", None) or "local")
         if self._total >= self.limits.max_connections:
-            self._log.warn("web server full: turning {host} away", host=host)
+            self._log.warn(
+                "web server full: turning {host} away (--max-connections {limit})",
+                host=host, limit=self.limits.max_connections,
+            )  # fmt: skip
             return None
         if self.open[host] >= self.limits.max_connections_per_host:
-            self._log.warn("host {host} has all its web connections: turning it away", host=host)
+            self._log.warn(
+                "host {host} has all its web connections: turning it away"
+                " (--max-connections-per-host {limit})",
+                host=host, limit=self.limits.max_connections_per_host,
+            )  # fmt: skip
             return None
         protocol = super().buildProtocol(addr)
         if protocol is None:
             return None
         self.open[host] += 1
         self._total += 1
+        record = _Counted(host)
+        channel = getattr(protocol, "_channel", protocol)
+        record.deadline = self.clock.callLater(
+            self.limits.handshake_timeout, self._too_slow, channel, record
+        )
         lost = protocol.connectionLost
 
         def connectionLost(reason: Failure) -> None:
-            self._forget(host)
+            self._forget(record)
             lost(reason)
 
-        # On the connection's outermost protocol, which a WebSocket upgrade
-        # leaves in place: it is told of the loss either way.
+        # Set on the channel (the generic protocol passes it on): the loss of
+        # a connection that stays HTTP reaches it; an upgrade replaces it, and
+        # upgraded() forgets the connection then.
         protocol.connectionLost = connectionLost  # type: ignore[method-assign]
+        # On the channel itself, where a request (request.channel) finds it.
+        channel.chatd_web_record = record
         return protocol  # type: ignore[no-any-return]
 
-    def _forget(self, host: str) -> None:
+    def getResourceFor(self, request: Request) -> IResource:
+        # A whole request has come: the first-request deadline is met.
+        record = getattr(request.channel, "chatd_web_record", None)
+        if record is not None and not record.asked:
+            record.asked = True
+            _cancel(record)
+        return super().getResourceFor(request)  # type: ignore[no-any-return]
+
+    def upgraded(self, channel: object) -> None:
+        """C{channel} became a WebSocket: the chat factory counts it from now on."""
+        record = getattr(channel, "chatd_web_record", None)
+        if record is not None:
+            self._forget(record)
+
+    def _too_slow(self, channel: Protocol, record: _Counted) -> None:
+        record.deadline = None
+        if not record.asked and channel.transport is not None:
+            self._log.info(
+                "ending web connection from {host}: no whole request within"
+                " --handshake-timeout {limit}",
+                host=record.host, limit=self.limits.handshake_timeout,
+            )  # fmt: skip
+            channel.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def _forget(self, record: _Counted) -> None:
+        _cancel(record)
+        if not record.counted:
+            return
+        record.counted = False
+        host = record.host
         self._total -= 1
         self.open[host] -= 1
         if not self.open[host]:
             del self.open[host]
+
+
+def _cancel(record: _Counted) -> None:
+    if record.deadline is not None and record.deadline.active():
+        record.deadline.cancel()
+    record.deadline = None
 
 
 def web_site(factory: ChatFactory, origins: Iterable[str] = (), timeout: float = 60) -> Site:
@@ -123,4 +192,4 @@ def web_site(factory: ChatFactory, origins: Iterable[str] = (), timeout: float =
     """
     root = PageFiles(page_directory().path)
     root.putChild(b"ws", ChatSocket(factory, origins))
-    return WebSite(root, factory.hub.limits, timeout=timeout)
+    return WebSite(root, factory.hub.limits, factory.clock, timeout=timeout)

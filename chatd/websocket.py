@@ -89,7 +89,9 @@ class MessageSniffer(Sniffer):
     def choose(self, data: bytes) -> Session:
         if self.connection.binary:
             return self.factory.binary_protocol(self.host)
-        return self.factory.line_protocol(self.host)
+        line = self.factory.line_protocol(self.host)
+        line.ends_every_line()
+        return line
 
 
 @implementer(ITransport, IPushProducer)
@@ -330,6 +332,10 @@ class ChatSocket(Resource):
         assert handshake.connection is not None
         connection = WebSocketConnection(self.factory, handshake.connection, request)
         request.channel.transport.write(accept)
+        # From here the chat factory counts it, against the same limits.
+        site = request.site
+        if hasattr(site, "upgraded"):
+            site.upgraded(request.channel)
         # The channel hands every later byte, and its loss, to the connection.
         request.channel._protocolUpgradeForWebsockets(connection)
         # The request is over as far as HTTP goes: with thousands of idle

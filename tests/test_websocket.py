@@ -102,6 +102,16 @@ class LineOverWebSocketTests(TestCase):
             messages[1:], [f"!privmsg alice {n}" for n in ("one", "two", "three", "four")]
         )
 
+    async def test_a_message_sent_in_pieces_is_one_line(self) -> None:
+        """The line-flush timer never applies: the message's end ends the line."""
+        server = await web(self, line_flush=0.1)
+        peer = await server.ws()
+        peer.text("!nick par", finished=False)
+        await sleep(0.4)
+        peer.text("tial")
+        await peer.until_text("!users 1 partial")
+        self.assertEqual(peer.messages, ["!users 1 partial"])
+
     async def test_help_and_errors(self) -> None:
         server = await web(self)
         peer = await server.ws_named("alice")
@@ -376,6 +386,41 @@ class StartTests(TestCase):
 
 
 class WebConnectionLimitTests(TestCase):
+    async def test_ended_websockets_free_their_place(self) -> None:
+        """An upgraded connection is counted by the chat factory, and forgotten when it ends."""
+        server = await web(self, max_connections_per_host=1, close_grace=0.3)
+        for n in range(3):
+            peer = await server.ws_named(f"u{n}")
+            peer.transport.loseConnection()
+            await peer.until_gone()
+            await sleep(0.1)
+        url = f"http://127.0.0.1:{server.web_port}/"
+        page = await deferToThread(lambda: urllib.request.urlopen(url, timeout=5).status)
+        self.assertEqual(page, 200)
+        again = await server.ws()
+        again.text("!nick again")
+        await again.until_text("!users 1 again")
+
+    async def test_a_dribbled_request_is_cut_off(self) -> None:
+        """Twisted's idle timeout restarts with each byte; the first request has a deadline."""
+        server = await web(self, handshake_timeout=0.5)
+        sock = socket.create_connection(("127.0.0.1", server.web_port), timeout=5)
+        self.addCleanup(sock.close)
+        sock.sendall(b"GET / HTTP/1.1\r\nX-A: ")
+        started = time.monotonic()
+        gone = False
+        for _ in range(20):
+            await sleep(0.15)
+            try:
+                sock.sendall(b"a")
+            except OSError:
+                gone = True
+                break
+            if time.monotonic() - started > 2.5:
+                break
+        self.assertTrue(gone, "still open after dribbling past the handshake timeout")
+        self.assertLess(time.monotonic() - started, 2.5)
+
     async def test_http_connections_count_per_host(self) -> None:
         server = await web(self, max_connections_per_host=2, handshake_timeout=5.0)
         site_port = server.web_port

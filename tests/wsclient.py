@@ -123,8 +123,8 @@ class WebSocketPeer(Protocol):
 
     # Sending
 
-    def text(self, text: str) -> None:
-        self.transport.write(self.ws.send(TextMessage(text)))
+    def text(self, text: str, finished: bool = True) -> None:
+        self.transport.write(self.ws.send(TextMessage(text, message_finished=finished)))
 
     def binary(self, data: bytes, finished: bool = True) -> None:
         self.transport.write(self.ws.send(BytesMessage(data, message_finished=finished)))
