@@ -361,7 +361,10 @@ class TLSTests(TestCase):
         carol = await connect()
         carol.binary(command(b"register", b"carol"))
         await carol.until_frames(1)
+        bob = await server.line_named("bob")
         alice.text("!sendmsg over tls")
+        # Two connections: carol asks once alice's message is in.
+        await bob.until_received(b"!msg alice over tls")
         carol.take()
         carol.binary(command(b"receive"))
         await carol.until_frames(3)
