@@ -17,6 +17,9 @@ from chatd.hub import Hub
 from chatd.rules import Limits
 from chatd.store import MemoryStore, SqliteStore, Store, ThreadWorker
 
+# psycopg is an extra: chatd.cluster loads it only for a postgresql:// --database.
+from chatd.postgres import is_postgres
+
 # PyChat's default port and ASVT-chat's, so both clients work unchanged.
 DEFAULT_PORTS = ("tcp:5000", "tcp:31337")
 
@@ -68,7 +71,12 @@ class Options(usage.Options):
          "Seconds a closing connection has to take its last bytes.", float],
         ["database", None, None,
          "SQLite file that keeps the binary users and their mail across "
-         "restarts (created if missing); without it they live in memory only."],
+         "restarts (created if missing); or a PostgreSQL URI "
+         "(postgresql://USER:PASSWORD@HOST:PORT/DB): every chatd given the same "
+         "one is a node of one server. Without it all lives in memory only."],
+        ["node-lease", None, 10.0,
+         "With a PostgreSQL --database: seconds after which a node that stopped "
+         "renewing its lease loses its line users.", float],
     ]
 
     def __init__(self) -> None:
@@ -110,7 +118,9 @@ class Options(usage.Options):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be more than 0")
         if self["database"] == "":
-            raise usage.UsageError("--database needs a file name")
+            raise usage.UsageError("--database needs a file name or a postgresql:// URI")
+        if not 1 <= self["node-lease"] <= 3600:
+            raise usage.UsageError("--node-lease must be between 1 and 3600 seconds")
 
     def limits(self) -> Limits:
         return Limits(**{f.name: self[f.name.replace("_", "-")] for f in fields(Limits)})
@@ -135,11 +145,15 @@ def makeService(config: Options, reactor: IReactorTime | None = None) -> MultiSe
         reactor = _reactor  # type: ignore[assignment]
     top = MultiService()
     store: Store = MemoryStore()
-    if config["database"] is not None:
+    if config["database"] is not None and is_postgres(config["database"]):
+        hub: Hub = _cluster_hub(config, reactor, top)
+    elif config["database"] is not None:
         store = _sqlite_store(config["database"], reactor)
         # Before the ports, so that it is started first.
         store.setServiceParent(top)
-    hub = Hub(config.limits(), store, reactor)  # type: ignore[arg-type]
+        hub = Hub(config.limits(), store, reactor)  # type: ignore[arg-type]
+    else:
+        hub = Hub(config.limits(), store, reactor)  # type: ignore[arg-type]
     factory = ChatFactory(hub, reactor)  # type: ignore[arg-type]
     # Before the ports, so stopped after them: they stop accepting first.
     Draining(factory).setServiceParent(top)
@@ -155,3 +169,21 @@ def _sqlite_store(path: str, reactor: IReactorTime) -> SqliteStore:
         # twistd prints this and exits 1: one readable line, not a traceback.
         raise SystemExit(f"chatd: {e}")
     return SqliteStore(db, reactor, ThreadWorker(reactor))  # type: ignore[arg-type]
+
+
+def _cluster_hub(config: Options, reactor: IReactorTime, top: MultiService) -> Hub:
+    """A node of the server whose state is in the PostgreSQL C{--database}."""
+    from chatd import postgres
+    from chatd.cluster import ClusterHub, Node, new_node_id
+
+    uri = config["database"]
+    try:
+        postgres.prepare(uri)
+    except postgres.UnusableDatabase as e:
+        raise SystemExit(f"chatd: {e}")
+    engine = postgres.Engine(uri, reactor)
+    # Before the ports and the node, so that it is stopped after them.
+    engine.setServiceParent(top)
+    hub = ClusterHub(config.limits(), engine, reactor, new_node_id())
+    Node(hub, engine, reactor, config["node-lease"]).setServiceParent(top)
+    return hub

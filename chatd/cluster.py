@@ -1,0 +1,591 @@
+"""Several nodes, one server: a hub whose names, deliveries and mail live in PostgreSQL.
+
+Each node keeps a replica of the user list, so C{!users}, C{users} and the
+checks that need no engine answer from memory as on one node. Every change
+goes to the L{Engine} as one L{Op}: names are claimed by the database's
+unique index, mail is kept in its tables, and what users must be told goes
+out as events by C{NOTIFY}. Every node, the sender's too, applies the events
+in the order PostgreSQL delivers them, which is the order of the commits:
+so every node sees the same arrivals, departures and messages in the same
+order, and each reaches a user once, from the node it is connected to.
+
+A node holds a lease: a row it renews every third of C{--node-lease}. The
+others take a dead node's line users away once its lease has run out; a node
+that has not renewed for two thirds of its lease drops its own line users,
+so that no name is ever held twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from itertools import count
+from typing import Any, Sequence
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from chatd import linewire
+from chatd.hub import BinaryUser, Hub, LineUser, Session, User
+from chatd.postgres import Engine, Listener
+from chatd.rules import (
+    Ending,
+    Limits,
+    MailboxFull,
+    NameTaken,
+    NoSuchUser,
+    TooManyUsers,
+    TooManyUsersFromHost,
+    check_name,
+    fold,
+)
+from chatd.store import Mail, StoreFailed
+
+
+class RemoteUser(User):
+    """A line user of another node: listed and found here, reached through its node."""
+
+    __slots__ = ()
+
+
+# The ops: each runs in the engine's thread, in the batch's transaction.
+
+
+class _Op:
+    claims: Sequence[str] = ()
+    retry = False
+
+
+class JoinLine(_Op):
+    def __init__(self, name: str, node: str, req: int) -> None:
+        self.name, self.node, self.req = name, node, req
+        self.claims = (fold(name),)
+
+    def run(self, cursor: Any) -> tuple[Any, list[Any]]:
+        row = cursor.execute(
+            "INSERT INTO chatd_users (folded, name, kind, node, host) VALUES (%s, %s, 'l', %s, '')"
+            " ON CONFLICT (folded) DO NOTHING RETURNING seq",
+            (fold(self.name), self.name, self.node),
+        ).fetchone()
+        if row is None:
+            return None, []
+        return row[0], [["j", row[0], self.name, "l", self.node, "", self.req]]
+
+
+class Register(_Op):
+    def __init__(self, name: str, host: str, node: str, req: int, limits: Limits) -> None:
+        self.name, self.host, self.node, self.req, self.limits = name, host, node, req, limits
+        self.claims = (fold(name),)
+
+    def run(self, cursor: Any) -> tuple[Any, list[Any]]:
+        row = cursor.execute(
+            "SELECT seq, kind, host FROM chatd_users WHERE folded = %s", (fold(self.name),)
+        ).fetchone()
+        if row is not None:
+            seq, kind, host = row
+            return (("back", seq) if kind == "b" and host == self.host else ("taken",)), []
+        total, here = cursor.execute(
+            "SELECT count(*), count(*) FILTER (WHERE host = %s) FROM chatd_users"
+            " WHERE kind = 'b'",
+            (self.host,),
+        ).fetchone()
+        if total >= self.limits.max_binary_users:
+            return ("full",), []
+        if here >= self.limits.max_binary_users_per_host:
+            return ("host-full",), []
+        (seq,) = cursor.execute(
+            "INSERT INTO chatd_users (folded, name, kind, node, host) VALUES (%s, %s, 'b', NULL, %s)"
+            " RETURNING seq",
+            (fold(self.name), self.name, self.host),
+        ).fetchone()
+        return ("new", seq), [["j", seq, self.name, "b", self.node, self.host, self.req]]
+
+
+class Rename(_Op):
+    def __init__(self, seq: int, new: str) -> None:
+        self.seq, self.new = seq, new
+        self.claims = (fold(new),)
+
+    def run(self, cursor: Any) -> tuple[Any, list[Any]]:
+        row = cursor.execute(
+            "UPDATE chatd_users SET folded = %s, name = %s WHERE seq = %s AND NOT EXISTS"
+            " (SELECT 1 FROM chatd_users WHERE folded = %s AND seq <> %s) RETURNING seq",
+            (fold(self.new), self.new, self.seq, fold(self.new), self.seq),
+        ).fetchone()
+        if row is None:
+            return False, []
+        return True, [["r", self.seq, self.new]]
+
+
+class Leave(_Op):
+    def __init__(self, seq: int, retry: bool) -> None:
+        self.seq, self.retry = seq, retry
+
+    def run(self, cursor: Any) -> tuple[Any, list[Any]]:
+        row = cursor.execute(
+            "DELETE FROM chatd_users WHERE seq = %s RETURNING seq", (self.seq,)
+        ).fetchone()
+        return None, ([["x", self.seq]] if row is not None else [])
+
+
+class SayAll(_Op):
+    def __init__(self, seq: int, name: str, text: str, mail: bool, size: int) -> None:
+        self.seq, self.name, self.text, self.mail, self.size = seq, name, text, mail, size
+
+    def run(self, cursor: Any) -> tuple[Any, list[Any]]:
+        full: list[str] = []
+        if self.mail:
+            full = [
+                name
+                for (name,) in cursor.execute(
+                    "SELECT name FROM chatd_users u WHERE kind = 'b' AND seq <> %s"
+                    " AND (SELECT count(*) FROM chatd_mail WHERE receiver = u.seq) >= %s"
+                    " ORDER BY seq",
+                    (self.seq, self.size),
+                )
+            ]
+            cursor.execute(
+                "INSERT INTO chatd_mail (receiver, sender, text) SELECT seq, %s, %s"
+                " FROM chatd_users u WHERE kind = 'b' AND seq <> %s"
+                " AND (SELECT count(*) FROM chatd_mail WHERE receiver = u.seq) < %s"
+                " ORDER BY seq",
+                (self.name, self.text, self.seq, self.size),
+            )
+        return full, [["m", self.seq, self.name, self.text]]
+
+
+# One round trip: find the receiver, and queue mail if it is a binary user with room.
+_MAIL_TO = """
+WITH t AS (
+    SELECT seq, kind, name,
+           kind = 'b' AND (SELECT count(*) FROM chatd_mail WHERE receiver = u.seq) >= %(size)s
+           AS is_full
+    FROM chatd_users u WHERE seq = %(seq)s
+), queued AS (
+    INSERT INTO chatd_mail (receiver, sender, text)
+    SELECT seq, %(sender)s, %(text)s FROM t WHERE kind = 'b' AND NOT is_full
+)
+SELECT kind, is_full, name FROM t
+"""
+
+
+class SayTo(_Op):
+    def __init__(self, sender: str, seq: int, text: str, size: int) -> None:
+        self.sender, self.seq, self.text, self.size = sender, seq, text, size
+
+    def run(self, cursor: Any) -> tuple[Any, list[Any]]:
+        row = cursor.execute(
+            _MAIL_TO, {"size": self.size, "seq": self.seq, "sender": self.sender, "text": self.text}
+        ).fetchone()
+        if row is None:
+            return "none", []
+        kind, full, _ = row
+        if kind == "l":
+            return "ok", [["t", self.seq, self.sender, self.text]]
+        return ("full" if full else "ok"), []
+
+
+class Poke(_Op):
+    def __init__(self, poker: str, seq: int, poked: str, size: int) -> None:
+        self.poker, self.seq, self.size = poker, seq, size
+        self.line = linewire.poke(poker, poked)
+
+    def run(self, cursor: Any) -> tuple[Any, list[Any]]:
+        row = cursor.execute(
+            _MAIL_TO, {"size": self.size, "seq": self.seq, "sender": self.poker, "text": self.line}
+        ).fetchone()
+        if row is None:
+            return "none", []
+        kind, full, _ = row
+        return ("full" if full else "ok"), [["p", self.line]]
+
+
+class TakeMail(_Op):
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+
+    def run(self, cursor: Any) -> tuple[Any, list[Any]]:
+        # One DELETE: two nodes taking the same mailbox at once never both get a message.
+        rows = cursor.execute(
+            "DELETE FROM chatd_mail WHERE receiver = %s RETURNING id, sender, text", (self.seq,)
+        ).fetchall()
+        return sorted(Mail(*row) for row in rows), []
+
+
+class Renew(_Op):
+    """Renew this node's lease, and take the line users of nodes whose lease ran out."""
+
+    def __init__(self, node: str, lease: float) -> None:
+        self.node, self.lease = node, lease
+
+    def run(self, cursor: Any) -> tuple[Any, list[Any]]:
+        row = cursor.execute(
+            "UPDATE chatd_nodes SET renewed = now(), lease = %s WHERE id = %s RETURNING id",
+            (self.lease, self.node),
+        ).fetchone()
+        if row is None:
+            cursor.execute(
+                "INSERT INTO chatd_nodes (id, lease) VALUES (%s, %s)", (self.node, self.lease)
+            )
+        cursor.execute(
+            "DELETE FROM chatd_nodes WHERE renewed < now() - lease * interval '1 second'"
+        )
+        gone = cursor.execute(
+            "DELETE FROM chatd_users u WHERE kind = 'l' AND NOT EXISTS"
+            " (SELECT 1 FROM chatd_nodes n WHERE n.id = u.node) RETURNING seq"
+        ).fetchall()
+        return row is not None, [["x", seq] for (seq,) in gone]
+
+
+class Depart(_Op):
+    """A node that stops: its row and whatever line users it still has."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+
+    def run(self, cursor: Any) -> tuple[Any, list[Any]]:
+        gone = cursor.execute(
+            "DELETE FROM chatd_users WHERE kind = 'l' AND node = %s RETURNING seq", (self.node,)
+        ).fetchall()
+        cursor.execute("DELETE FROM chatd_nodes WHERE id = %s", (self.node,))
+        return None, [["x", seq] for (seq,) in gone]
+
+
+class ClusterHub(Hub):
+    """The hub of one node: the shared state is PostgreSQL's; this is its replica.
+
+    The methods that change something return a Deferred that fires once the
+    change is committed (and, for a join, once this node has seen it), or
+    fails with the usual L{ChatError}, or L{StoreFailed}.
+    """
+
+    log = Logger()
+
+    def __init__(self, limits: Limits, engine: Engine, clock: IReactorTime, node: str) -> None:
+        super().__init__(limits, None, clock)
+        self.engine = engine
+        self.node = node
+        self._users: dict[int, User] = {}
+        self._seqs: dict[User, int] = {}
+        # Joins and registrations of this node waiting for their event.
+        self._reqs = count(1)
+        self._joining: dict[int, tuple[Session | None, Deferred[Any]]] = {}
+        # Whether this node has lost its lease and acts for nobody meanwhile.
+        self.cut_off = False
+
+    def settled(self) -> bool:
+        return self.engine.settled()
+
+    def committed(self) -> Deferred[None]:
+        return self.engine.committed()
+
+    # Changes
+
+    def join_line(self, name: str, session: Session) -> Deferred[LineUser]:  # type: ignore[override]
+        check_name(name, self.limits)
+        self._claim(name, None)
+        return self._join(session, JoinLine(name, self.node, self._req()), name)
+
+    def register(self, name: str, host: str) -> Deferred[tuple[BinaryUser, bool]]:  # type: ignore[override]
+        check_name(name, self.limits)
+        holder = self.find(name)
+        if holder is not None and not (isinstance(holder, BinaryUser) and holder.host == host):
+            raise NameTaken(f"{holder.name} is taken")
+        return self._join(None, Register(name, host, self.node, self._req(), self.limits), name)
+
+    def rename(self, user: LineUser, new: str) -> Deferred[None]:  # type: ignore[override]
+        check_name(new, self.limits)
+        self._claim(new, user)
+
+        def renamed(done: bool) -> None:
+            if not done:
+                raise NameTaken(f"{new} is taken")
+
+        return self._submit(Rename(self._seqs[user], new)).addCallback(renamed)
+
+    def leave(self, user: User) -> Deferred[None] | None:  # type: ignore[override]
+        if not self.is_current(user):
+            return None
+        user.present = False
+        if isinstance(user, LineUser):
+            self._detach(user.session)
+        seq = self._seqs.get(user)
+        if seq is None:
+            return None
+        # A departure nobody waits on is tried until it is stored: a line
+        # user's name must not outlive its connection.
+        return self.engine.submit(Leave(seq, retry=isinstance(user, LineUser)))
+
+    def say_all(self, sender: User, text: str) -> Deferred[None]:  # type: ignore[override]
+        mail = any(user is not sender for user in self._binary_users)
+        op = SayAll(self._seqs[sender], sender.name, text, mail, self.limits.mailbox_size)
+        return self._submit(op).addCallback(_raise_full)
+
+    def say_to(self, sender: User, receiver: str, text: str) -> Deferred[None]:  # type: ignore[override]
+        target = self._lookup(receiver)
+        op = SayTo(sender.name, self._seqs[target], text, self.limits.mailbox_size)
+        return self._submit(op).addCallback(_outcome, receiver, target.name)
+
+    def poke(self, poker: User, poked: str) -> Deferred[None]:  # type: ignore[override]
+        target = self._lookup(poked)
+        op = Poke(poker.name, self._seqs[target], target.name, self.limits.mailbox_size)
+        return self._submit(op).addCallback(_outcome, poked, target.name)
+
+    def take_mail(self, user: BinaryUser) -> Deferred[list[Mail]]:  # type: ignore[override]
+        return self._submit(TakeMail(self._seqs[user]))
+
+    # Events, in commit order, from every node
+
+    def receive(self, events: list[Any]) -> None:
+        """Apply what the nodes committed: announce, deliver, join and leave."""
+        with self.batch():
+            for event in events:
+                kind = event[0]
+                if kind == "m":
+                    sender = self._users.get(event[1])
+                    self._announce(linewire.msg(event[2], event[3]), exclude=sender)
+                elif kind == "t":
+                    target = self._users.get(event[1])
+                    if isinstance(target, LineUser) and target.present:
+                        self.send(target.session, linewire.privmsg(event[2], event[3]))
+                elif kind == "p":
+                    self._announce(linewire.encode(event[1]))
+                elif kind == "j":
+                    self._joined(*event[1:])
+                elif kind == "r":
+                    self._renamed(event[1], event[2])
+                elif kind == "x":
+                    self._gone(event[1])
+
+    def snapshot(self, rows: list[tuple[Any, ...]]) -> None:
+        """Catch up with the user list as the database has it, once listening (again)."""
+        with self.batch():
+            seen = set()
+            for seq, name, kind, node, host in rows:
+                seen.add(seq)
+                user = self._users.get(seq)
+                if user is None:
+                    self._joined(seq, name, kind, node, host, None)
+                elif user.name != name:
+                    self._renamed(seq, name)
+            for seq in [seq for seq in self._users if seq not in seen]:
+                self._gone(seq)
+
+    def drop_local(self) -> None:
+        """Stop acting for this node's line users: end their connections."""
+        for user in list(self._users.values()):
+            if isinstance(user, LineUser) and user.present:
+                user.session.end(Ending.NODE_LOST)  # type: ignore[attr-defined]
+
+    # Internals
+
+    def _req(self) -> int:
+        return next(self._reqs)
+
+    def _submit(self, op: Any) -> Deferred[Any]:
+        if self.cut_off:
+            return fail(StoreFailed("this node has lost its lease"))
+        return self.engine.submit(op)
+
+    def _join(self, session: Session | None, op: JoinLine | Register, name: str) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        if self.cut_off:
+            return fail(StoreFailed("this node has lost its lease"))
+        self._joining[op.req] = (session, d)
+        self.engine.submit(op).addCallbacks(
+            self._claimed, self._not_claimed, (op.req, name), None, (op.req,)
+        )
+        return d
+
+    def _claimed(self, result: Any, req: int, name: str) -> None:
+        if isinstance(result, tuple) and result[0] == "back":
+            self._claimed_back(result[1], req, name)
+            return
+        if (isinstance(result, tuple) and result[0] == "new") or isinstance(result, int):
+            # Its event completes it, here as on every node.
+            return
+        pending = self._joining.pop(req, None)
+        if pending is not None:
+            pending[1].errback(_refusal(result, name))
+
+    def _claimed_back(self, seq: int, req: int, name: str) -> None:
+        """A binary name claimed again from its host: nothing changed."""
+        pending = self._joining.pop(req, None)
+        user = self._users.get(seq)
+        if pending is None:
+            return
+        if isinstance(user, BinaryUser):
+            user.present = True
+            pending[1].callback((user, False))
+        else:
+            pending[1].errback(NameTaken(f"{name} is taken"))
+
+    def _not_claimed(self, reason: Failure, req: int) -> None:
+        pending = self._joining.pop(req, None)
+        if pending is not None:
+            pending[1].errback(reason)
+
+    def _joined(
+        self, seq: int, name: str, kind: str, node: str | None, host: str, req: int | None
+    ) -> None:
+        if seq in self._users:
+            return
+        pending = self._joining.pop(req, None) if node == self.node and req else None
+        stale = self._by_name.get(fold(name))
+        if stale is not None and stale in self._seqs:
+            # Its departure is on its way; the database says the name moved on.
+            self._gone(self._seqs[stale])
+        user: User
+        if kind == "b":
+            user = BinaryUser(name, host, seq)
+        elif pending is not None and pending[0] is not None:
+            user = LineUser(name, pending[0])
+        else:
+            user = RemoteUser(name)
+        self._users[seq] = user
+        self._seqs[user] = seq
+        self._add(user)
+        if isinstance(user, LineUser):
+            if self._batches:
+                self._own[user.session] = self._apart.pop(user.session, [])
+            self._line_sessions[user.session] = None
+        self._announce(linewire.joined(name), exclude=user)
+        if pending is not None:
+            pending[1].callback((user, True) if kind == "b" else user)
+
+    def _renamed(self, seq: int, new: str) -> None:
+        user = self._users.get(seq)
+        if user is None or user.name == new:
+            return
+        old = user.name
+        if self._by_name.get(fold(old)) is user:
+            del self._by_name[fold(old)]
+        user.name = new
+        self._by_name[fold(new)] = user
+        self._names = None
+        self._announce(linewire.renamed(old, new))
+
+    def _gone(self, seq: int) -> None:
+        user = self._users.pop(seq, None)
+        if user is None:
+            return
+        del self._seqs[user]
+        if self._by_name.get(fold(user.name)) is user:
+            del self._by_name[fold(user.name)]
+        del self._order[user]
+        self._names = None
+        if isinstance(user, LineUser) and user.present:
+            # Taken away by another node (this one's lease ran out): end it.
+            user.present = False
+            self._detach(user.session)
+            user.session.end(Ending.NODE_LOST)  # type: ignore[attr-defined]
+        user.present = False
+        if isinstance(user, BinaryUser):
+            del self._binary_users[user]
+            self._hosts[user.host] -= 1
+            if not self._hosts[user.host]:
+                del self._hosts[user.host]
+        self._announce(linewire.left(user.name))
+
+    def _detach(self, session: Session) -> None:
+        """C{session} gets nothing more pushed: its user is leaving."""
+        if session not in self._line_sessions:
+            return
+        if self._batches:
+            self._apart[session] = self._own_list(session)
+            del self._own[session]
+        del self._line_sessions[session]
+
+
+def _raise_full(full: list[str]) -> None:
+    if full:
+        raise MailboxFull(full)
+
+
+def _outcome(result: str, asked: str, name: str) -> None:
+    if result == "none":
+        raise NoSuchUser(f"nobody is called {asked}")
+    if result == "full":
+        raise MailboxFull([name])
+
+
+def _refusal(result: Any, name: str) -> Exception:
+    if result == ("full",):
+        return TooManyUsers("the server holds all the users it may")
+    if result == ("host-full",):
+        return TooManyUsersFromHost("your host holds all the users it may")
+    return NameTaken(f"{name} is taken")
+
+
+class Node(Service):
+    """This node's life in the cluster: its lease, and the events it listens to."""
+
+    log = Logger()
+
+    def __init__(self, hub: ClusterHub, engine: Engine, reactor: Any, lease: float) -> None:
+        self.hub = hub
+        self.engine = engine
+        self.reactor = reactor
+        self.lease = lease
+        self.listener = Listener(engine.uri, reactor, hub.snapshot, hub.receive, self._unheard)
+        self._tick: IDelayedCall | None = None
+        # When the last renewal that went through was sent.
+        self._renewed = 0.0
+        self._first = True
+
+    def startService(self) -> None:
+        super().startService()
+        self._renewed = self.reactor.seconds()
+        self.listener.start()
+        self._renew()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._tick is not None and self._tick.active():
+            self._tick.cancel()
+        self._tick = None
+        d = self.engine.submit(Depart(self.hub.node))
+        d.addErrback(lambda reason: None)
+        d.addBoth(lambda _: self.reactor.callInThread(self.listener.stop))
+        return d
+
+    def _renew(self) -> None:
+        self._tick = self.reactor.callLater(self.lease / 3, self._renew)
+        sent = self.reactor.seconds()
+        if sent - self._renewed > self.lease * 2 / 3:
+            self._cut_off()
+        self.engine.submit(Renew(self.hub.node, self.lease)).addCallbacks(
+            self._held, self._failed, (sent,)
+        )
+
+    def _held(self, kept: bool, sent: float) -> None:
+        first, self._first = self._first, False
+        if not kept and not first and not self.hub.cut_off:
+            # Another node took this one's users away: they are being ended.
+            self.log.warn("this node's lease ran out; its line users were taken away")
+        self._renewed = max(self._renewed, sent)
+        if self.hub.cut_off:
+            self.hub.cut_off = False
+            self.log.info("the database is back: this node serves again")
+
+    def _failed(self, reason: Failure) -> None:
+        if self.reactor.seconds() - self._renewed > self.lease * 2 / 3:
+            self._cut_off()
+
+    def _cut_off(self) -> None:
+        if not self.hub.cut_off:
+            self.log.error(
+                "no contact with the database for {lease:.1f} s: dropping this node's line users",
+                lease=self.lease * 2 / 3,
+            )
+            self.hub.cut_off = True
+            self.hub.drop_local()
+
+    def _unheard(self) -> None:
+        """The listening connection dropped: it reconnects on its own."""
+
+
+def new_node_id() -> str:
+    return uuid.uuid4().hex[:16]
