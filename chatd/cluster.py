@@ -70,7 +70,7 @@ class JoinLine(_Op):
             (fold(self.name), self.name, self.node),
         ).fetchone()
         if row is None:
-            return None, []
+            return _holder(cursor, self.name), []
         return row[0], [["j", row[0], self.name, "l", self.node, "", self.req]]
 
 
@@ -81,11 +81,11 @@ class Register(_Op):
 
     def run(self, cursor: Any) -> tuple[Any, list[Any]]:
         row = cursor.execute(
-            "SELECT seq, kind, host FROM chatd_users WHERE folded = %s", (fold(self.name),)
+            "SELECT seq, kind, host, name FROM chatd_users WHERE folded = %s", (fold(self.name),)
         ).fetchone()
         if row is not None:
-            seq, kind, host = row
-            return (("back", seq) if kind == "b" and host == self.host else ("taken",)), []
+            seq, kind, host, name = row
+            return (("back", seq) if kind == "b" and host == self.host else ("taken", name)), []
         total, here = cursor.execute(
             "SELECT count(*), count(*) FILTER (WHERE host = %s) FROM chatd_users"
             " WHERE kind = 'b'",
@@ -103,6 +103,12 @@ class Register(_Op):
         return ("new", seq), [["j", seq, self.name, "b", self.node, self.host, self.req]]
 
 
+def _holder(cursor: Any, name: str) -> tuple[str, str]:
+    """A claim of C{name} lost: who holds it, as the refusal names it."""
+    row = cursor.execute("SELECT name FROM chatd_users WHERE folded = %s", (fold(name),)).fetchone()
+    return ("taken", row[0] if row is not None else name)
+
+
 class Rename(_Op):
     def __init__(self, seq: int, new: str) -> None:
         self.seq, self.new = seq, new
@@ -115,7 +121,7 @@ class Rename(_Op):
             (fold(self.new), self.new, self.seq, fold(self.new), self.seq),
         ).fetchone()
         if row is None:
-            return False, []
+            return _holder(cursor, self.new), []
         return True, [["r", self.seq, self.new]]
 
 
@@ -272,6 +278,9 @@ class ClusterHub(Hub):
         # Joins and registrations of this node waiting for their event.
         self._reqs = count(1)
         self._joining: dict[int, tuple[Session | None, Deferred[Any]]] = {}
+        # Their rows, once committed: a node that reads the user list afresh
+        # (its listener reconnected) completes them from there.
+        self._claims: dict[int, int] = {}
         # Whether this node has lost its lease and acts for nobody meanwhile.
         self.cut_off = False
 
@@ -299,9 +308,9 @@ class ClusterHub(Hub):
         check_name(new, self.limits)
         self._claim(new, user)
 
-        def renamed(done: bool) -> None:
-            if not done:
-                raise NameTaken(f"{new} is taken")
+        def renamed(done: Any) -> None:
+            if done is not True:
+                raise NameTaken(f"{done[1]} is taken")
 
         return self._submit(Rename(self._seqs[user], new)).addCallback(renamed)
 
@@ -403,8 +412,11 @@ class ClusterHub(Hub):
         if isinstance(result, tuple) and result[0] == "back":
             self._claimed_back(result[1], req, name)
             return
-        if (isinstance(result, tuple) and result[0] == "new") or isinstance(result, int):
+        seq = result[1] if isinstance(result, tuple) and result[0] == "new" else result
+        if isinstance(seq, int):
             # Its event completes it, here as on every node.
+            if req in self._joining:
+                self._claims[seq] = req
             return
         pending = self._joining.pop(req, None)
         if pending is not None:
@@ -430,9 +442,16 @@ class ClusterHub(Hub):
     def _joined(
         self, seq: int, name: str, kind: str, node: str | None, host: str, req: int | None
     ) -> None:
+        if node != self.node:
+            # Another node's counter: its requests are not this node's.
+            req = None
+        if req is None:
+            req = self._claims.pop(seq, None)
+        else:
+            self._claims.pop(seq, None)
         if seq in self._users:
             return
-        pending = self._joining.pop(req, None) if node == self.node and req else None
+        pending = self._joining.pop(req, None) if req is not None else None
         stale = self._by_name.get(fold(name))
         if stale is not None and stale in self._seqs:
             # Its departure is on its way; the database says the name moved on.
@@ -516,7 +535,8 @@ def _refusal(result: Any, name: str) -> Exception:
         return TooManyUsers("the server holds all the users it may")
     if result == ("host-full",):
         return TooManyUsersFromHost("your host holds all the users it may")
-    return NameTaken(f"{name} is taken")
+    holder = result[1] if isinstance(result, tuple) and len(result) > 1 else name
+    return NameTaken(f"{holder} is taken")
 
 
 class Node(Service):

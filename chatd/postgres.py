@@ -108,6 +108,20 @@ def prepare(uri: str) -> None:
         raise UnusableDatabase(f"cannot use database {redact(uri)}: {reason(e)}") from e
 
 
+USERS = "SELECT seq, name, kind, node, host FROM chatd_users ORDER BY seq"
+
+
+def load_users(uri: str) -> list[tuple[Any, ...]]:
+    """Every user of every node, in order of arrival: read once at start, blocking."""
+    import psycopg
+
+    try:
+        with connect(uri) as db:
+            return list(db.execute(USERS).fetchall())
+    except psycopg.Error as e:
+        raise UnusableDatabase(f"cannot use database {redact(uri)}: {reason(e)}") from e
+
+
 def redact(uri: str) -> str:
     """C{uri} without its password, fit for a log."""
     head, at, tail = uri.rpartition("@")
@@ -344,9 +358,7 @@ class Listener:
         with connect(self.uri) as db:
             db.autocommit = True
             db.execute(f"LISTEN {CHANNEL}")
-            rows = db.execute(
-                "SELECT seq, name, kind, node, host FROM chatd_users ORDER BY seq"
-            ).fetchall()
+            rows = db.execute(USERS).fetchall()
             self._reactor.callFromThread(self._snapshot, rows)
             while not self._stopping.is_set():
                 # The first notification, and any that came in the same read.

@@ -179,11 +179,14 @@ def _cluster_hub(config: Options, reactor: IReactorTime, top: MultiService) -> H
     uri = config["database"]
     try:
         postgres.prepare(uri)
+        users = postgres.load_users(uri)
     except postgres.UnusableDatabase as e:
         raise SystemExit(f"chatd: {e}")
     engine = postgres.Engine(uri, reactor)
     # Before the ports and the node, so that it is stopped after them.
     engine.setServiceParent(top)
     hub = ClusterHub(config.limits(), engine, reactor, new_node_id())
+    # The node serves knowing every user; its listener catches up from there.
+    hub.snapshot(users)
     Node(hub, engine, reactor, config["node-lease"]).setServiceParent(top)
     return hub
