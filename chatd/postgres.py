@@ -135,6 +135,10 @@ def reason(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
+class _NotBegun(Exception):
+    """The transaction could not even begin: nothing of it reached the database."""
+
+
 class Op(Protocol):
     """One change, run in the engine's thread inside the batch's transaction."""
 
@@ -217,32 +221,57 @@ class Engine(Service):
 
     def _apply(self, ops: list[Op]) -> list[Any]:
         """In the worker: every op in one transaction, its events notified."""
-        if self._db is None or self._db.closed:
+        import psycopg
+
+        fresh = self._db is None or self._db.closed
+        if fresh:
             self._db = connect(self.uri)
-        db = self._db
         try:
-            with db.transaction():
-                cursor = db.cursor()
-                claims = sorted({_lock_key(name) for op in ops for name in op.claims})
-                if claims:
-                    # All at once and in one order: two batches never deadlock.
-                    cursor.execute(
-                        "SELECT count(pg_advisory_xact_lock(k)) FROM"
-                        " (SELECT k FROM unnest(%s::bigint[]) AS k ORDER BY k) AS s",
-                        (claims,),
-                    )
-                results, events = [], []
-                for op in ops:
-                    result, sent = op.run(cursor)
-                    results.append(result)
-                    events.extend(sent)
-                for payload in payloads(events):
-                    cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
-            return results
-        except BaseException:
-            if db.broken or db.closed:
+            return self._transaction(ops)
+        except _NotBegun:
+            if fresh:
+                raise
+            # The connection died while idle (a database restart) and nothing
+            # was sent: once more, on a new one.
+            self._db = connect(self.uri)
+            return self._transaction(ops)
+        except psycopg.Error:
+            if self._db.broken or self._db.closed:
                 self._disconnect()
             raise
+
+    def _transaction(self, ops: list[Op]) -> list[Any]:
+        import psycopg
+
+        db = self._db
+        try:
+            transaction = db.transaction()
+            transaction.__enter__()
+        except psycopg.OperationalError as e:
+            self._disconnect()
+            raise _NotBegun(reason(e)) from e
+        try:
+            cursor = db.cursor()
+            claims = sorted({_lock_key(name) for op in ops for name in op.claims})
+            if claims:
+                # All at once and in one order: two batches never deadlock.
+                cursor.execute(
+                    "SELECT count(pg_advisory_xact_lock(k)) FROM"
+                    " (SELECT k FROM unnest(%s::bigint[]) AS k ORDER BY k) AS s",
+                    (claims,),
+                )
+            results, events = [], []
+            for op in ops:
+                result, sent = op.run(cursor)
+                results.append(result)
+                events.extend(sent)
+            for payload in payloads(events):
+                cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+        except BaseException as e:
+            transaction.__exit__(type(e), e, e.__traceback__)
+            raise
+        transaction.__exit__(None, None, None)
+        return results
 
     def _disconnect(self) -> None:
         if self._db is not None:
