@@ -177,7 +177,8 @@ class BinaryProtocol(Protocol):
             registered = self.hub.register(name, self.host)
         except ChatError as e:
             raise _Refused(_register_refusal(e, name))
-        if not isinstance(registered, Deferred):
+        # (Deferred's isinstance goes through ABCMeta: ask the cheap way.)
+        if isinstance(registered, tuple):
             self._reply(self._registered(registered))
             return
         # What the client sends next waits until the name is decided.
@@ -220,7 +221,10 @@ class BinaryProtocol(Protocol):
         except MailboxFull:
             self._reply(binwire.frames(binwire.mailbox_full(name)))
             return
-        self._reply_added(sent, name)
+        if sent is None:
+            self._reply(binwire.ADDED_FRAME)
+        else:
+            self._reply_added(sent, name)
 
     def on_sendall(self, text: bytes) -> None:
         user = self._require_user()
@@ -229,14 +233,17 @@ class BinaryProtocol(Protocol):
         except MailboxFull as e:
             self._reply(binwire.frames(binwire.mailboxes_full(e.names)))
             return
-        self._reply_added(sent, None)
+        if sent is None:
+            self._reply(binwire.ADDED_FRAME)
+        else:
+            self._reply_added(sent, None)
 
     def on_receive(self) -> None:
         mail = self.hub.take_mail(self._require_user())
-        if isinstance(mail, Deferred):
-            self._reply(mail.addCallback(binwire.mail_frames))
-        else:
+        if isinstance(mail, list):
             self._reply(binwire.mail_frames(mail))
+        else:
+            self._reply(mail.addCallback(binwire.mail_frames))
 
     def on_logout(self) -> None:
         left = None
@@ -269,13 +276,10 @@ class BinaryProtocol(Protocol):
         except ChatError:
             raise _Refused(binwire.BAD_MESSAGE)
 
-    def _reply_added(self, sent: Deferred[None] | None, name: str | None) -> None:
-        """Answer a send or sendall: added, or who could not get it."""
-        if sent is None:
-            self._reply(binwire.ADDED_FRAME)
-        else:
-            sent.addCallbacks(lambda _: binwire.ADDED_FRAME, _refused_delivery, errbackArgs=(name,))
-            self._reply(sent)
+    def _reply_added(self, sent: Deferred[None], name: str | None) -> None:
+        """Answer a send or sendall once stored: added, or who could not get it."""
+        sent.addCallbacks(lambda _: binwire.ADDED_FRAME, _refused_delivery, errbackArgs=(name,))
+        self._reply(sent)
 
     def _reply(self, data: bytes | Deferred[bytes | _Answer], close: bool = False) -> None:
         """Answer with C{data}, frames ready to send or to come, in the order of
@@ -285,8 +289,8 @@ class BinaryProtocol(Protocol):
         replies keep the order of their commands. With the in-memory store
         the answer is sent at once, in the hub's batch for this read.
         """
-        if not isinstance(data, Deferred):
-            if not self._queue and self.hub.settled():
+        if data.__class__ is bytes:
+            if self.hub.settled() and not self._queue:
                 # Nothing waits to be stored: no Deferred for the common case.
                 self._write(data, close)
                 return

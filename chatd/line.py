@@ -169,7 +169,8 @@ class LineProtocol(LineReceiver):
             raise BadArguments("you have a name; use !changenickname")
         name = self._one_argument("!nick NAME", rest)
         joined = self.hub.join_line(name, self)
-        if not isinstance(joined, Deferred):
+        # (Deferred's isinstance goes through ABCMeta: ask the cheap way.)
+        if isinstance(joined, LineUser):
             self._joined(joined)
             return None
         # What the client sends next waits until the name is decided.
