@@ -70,6 +70,11 @@ class Node:
                     raise SystemExit(f"chatd did not start; see {self.log}")
                 time.sleep(0.05)
 
+    def cpu(self) -> float:
+        """Seconds of CPU the node has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -189,6 +194,7 @@ def durable(a: Node, b: Node, clients: int, window: int, seconds: float) -> dict
         for _ in range(window):
             send(i)
     start = time.monotonic()
+    cpu_a, cpu_b, cpu_self = a.cpu(), b.cpu(), time.process_time()
     end = start + seconds
     outstanding = clients * window
     while outstanding:
@@ -209,6 +215,8 @@ def durable(a: Node, b: Node, clients: int, window: int, seconds: float) -> dict
                     send(i)
                     outstanding += 1
     elapsed = time.monotonic() - start
+    cpu_a, cpu_b = a.cpu() - cpu_a, b.cpu() - cpu_b
+    cpu_self = time.process_time() - cpu_self
     stop.set()
     drainer.join(60)
     got = set(received)
@@ -229,6 +237,11 @@ def durable(a: Node, b: Node, clients: int, window: int, seconds: float) -> dict
         },
         "lost": lost,
         "duplicates": duplicates,
+        "cpu_pct": {
+            "node_a": round(100 * cpu_a / elapsed),
+            "node_b": round(100 * cpu_b / elapsed),
+            "clients": round(100 * cpu_self / elapsed),
+        },
     }
 
 

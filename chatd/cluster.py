@@ -177,47 +177,94 @@ SELECT kind, is_full, name FROM t
 """
 
 
+# The same for a run of messages in one statement: a receiver getting
+# several is full from the one that would pass the mailbox size.
+_MAIL_MANY = """
+WITH r AS (
+    SELECT * FROM unnest(%(seqs)s::bigint[], %(senders)s::text[], %(texts)s::text[])
+        WITH ORDINALITY AS r(seq, sender, text, ord)
+), t AS (
+    SELECT r.ord, r.seq, r.sender, r.text, u.kind,
+           u.kind = 'b' AND (SELECT count(*) FROM chatd_mail m WHERE m.receiver = r.seq)
+               + row_number() OVER (PARTITION BY r.seq ORDER BY r.ord) > %(size)s AS is_full
+    FROM r LEFT JOIN chatd_users u ON u.seq = r.seq
+), queued AS (
+    INSERT INTO chatd_mail (receiver, sender, text)
+    SELECT seq, sender, text FROM t WHERE kind = 'b' AND NOT is_full ORDER BY ord
+)
+SELECT ord, kind, is_full FROM t ORDER BY ord
+"""
+
+
 class SayTo(_Op):
     def __init__(self, sender: str, seq: int, text: str, size: int) -> None:
         self.sender, self.seq, self.text, self.size = sender, seq, text, size
 
+    @staticmethod
+    def run_many(cursor: Any, ops: list[SayTo]) -> list[tuple[Any, list[Any]]]:
+        rows = cursor.execute(
+            _MAIL_MANY,
+            {
+                "seqs": [op.seq for op in ops],
+                "senders": [op.sender for op in ops],
+                "texts": [op.text for op in ops],
+                "size": ops[0].size,
+            },
+        ).fetchall()
+        out: list[tuple[Any, list[Any]]] = []
+        for op, (_, kind, full) in zip(ops, rows):
+            if kind is None:
+                out.append(("none", []))
+            elif kind == "l":
+                out.append(("ok", [["t", op.seq, op.sender, op.text]]))
+            else:
+                out.append((("full" if full else "ok"), []))
+        return out
+
     def run(self, cursor: Any) -> tuple[Any, list[Any]]:
-        row = cursor.execute(
-            _MAIL_TO, {"size": self.size, "seq": self.seq, "sender": self.sender, "text": self.text}
-        ).fetchone()
-        if row is None:
-            return "none", []
-        kind, full, _ = row
-        if kind == "l":
-            return "ok", [["t", self.seq, self.sender, self.text]]
-        return ("full" if full else "ok"), []
+        return self.run_many(cursor, [self])[0]
 
 
 class Poke(_Op):
     def __init__(self, poker: str, seq: int, poked: str, size: int) -> None:
         self.poker, self.seq, self.size = poker, seq, size
-        self.line = linewire.poke(poker, poked)
+        self.text = linewire.poke(poker, poked)
 
-    def run(self, cursor: Any) -> tuple[Any, list[Any]]:
-        row = cursor.execute(
-            _MAIL_TO, {"size": self.size, "seq": self.seq, "sender": self.poker, "text": self.line}
-        ).fetchone()
+    def start(self, db: Any) -> Any:
+        cursor = db.cursor()
+        cursor.execute(
+            _MAIL_TO, {"size": self.size, "seq": self.seq, "sender": self.poker, "text": self.text}
+        )
+        return cursor
+
+    def finish(self, cursor: Any) -> tuple[Any, list[Any]]:
+        row = cursor.fetchone()
         if row is None:
             return "none", []
         kind, full, _ = row
-        return ("full" if full else "ok"), [["p", self.line]]
+        return ("full" if full else "ok"), [["p", self.text]]
+
+    def run(self, cursor: Any) -> tuple[Any, list[Any]]:
+        raise NotImplementedError("started and finished")
 
 
 class TakeMail(_Op):
     def __init__(self, seq: int) -> None:
         self.seq = seq
 
-    def run(self, cursor: Any) -> tuple[Any, list[Any]]:
+    def start(self, db: Any) -> Any:
         # One DELETE: two nodes taking the same mailbox at once never both get a message.
-        rows = cursor.execute(
+        cursor = db.cursor()
+        cursor.execute(
             "DELETE FROM chatd_mail WHERE receiver = %s RETURNING id, sender, text", (self.seq,)
-        ).fetchall()
-        return sorted(Mail(*row) for row in rows), []
+        )
+        return cursor
+
+    def finish(self, cursor: Any) -> tuple[Any, list[Any]]:
+        return sorted(Mail(*row) for row in cursor.fetchall()), []
+
+    def run(self, cursor: Any) -> tuple[Any, list[Any]]:
+        raise NotImplementedError("started and finished")
 
 
 class Renew(_Op):

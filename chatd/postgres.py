@@ -149,7 +149,14 @@ class Op(Protocol):
     retry: bool
 
     def run(self, cursor: Any) -> tuple[Any, list[Any]]:
-        """Do it; return its result for the reactor and the events it sends."""
+        """Do it; return its result for the reactor and the events it sends.
+
+        An op may instead have C{start(db)}, which sends its statement on a
+        cursor of its own and returns it, and C{finish(cursor)}, which reads
+        the result: those of a batch share one round trip. Or a
+        C{run_many(cursor, ops)} that does a run of ops of its kind in one
+        statement, returning an outcome (result, events) for each.
+        """
 
 
 class Engine(Service):
@@ -260,13 +267,18 @@ class Engine(Service):
                     " (SELECT k FROM unnest(%s::bigint[]) AS k ORDER BY k) AS s",
                     (claims,),
                 )
-            results, events = [], []
-            for op in ops:
-                result, sent = op.run(cursor)
-                results.append(result)
-                events.extend(sent)
-            for payload in payloads(events):
-                cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+            # Pipelined: the statements of ops that can wait for their
+            # results go out together, one round trip for all of them.
+            with db.pipeline():
+                outcomes = _outcomes(db, cursor, ops)
+                results, events = [], []
+                for op, outcome in zip(ops, outcomes):
+                    finish = getattr(op, "finish", None)
+                    result, sent = finish(outcome) if finish is not None else outcome
+                    results.append(result)
+                    events.extend(sent)
+                for payload in payloads(events):
+                    cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
         except BaseException as e:
             transaction.__exit__(type(e), e, e.__traceback__)
             raise
@@ -309,6 +321,28 @@ class Engine(Service):
             d.callback(value)
         for w in waiting:
             w.callback(None)
+
+
+def _outcomes(db: Any, cursor: Any, ops: list[Op]) -> list[Any]:
+    """Send every op's statements, in order: a run of ops of one kind that
+    can be one statement (C{run_many}) is one; ops with C{start} are
+    pipelined, to be finished once all are sent."""
+    outcomes: list[Any] = []
+    i = 0
+    while i < len(ops):
+        op = ops[i]
+        many = getattr(op, "run_many", None)
+        if many is not None:
+            j = i + 1
+            while j < len(ops) and type(ops[j]) is type(op):
+                j += 1
+            outcomes.extend(many(cursor, ops[i:j]))
+            i = j
+            continue
+        start = getattr(op, "start", None)
+        outcomes.append(start(db) if start is not None else op.run(cursor))
+        i += 1
+    return outcomes
 
 
 def _lock_key(folded: str) -> int:
