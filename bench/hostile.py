@@ -9,13 +9,22 @@ received, honest latency, and the server's peak RSS.
 
     python3 bench/hostile.py [--seconds 10] [--nice 19] [-- extra chatd options]
 
-Honest line users send !sendto to a random honest user every --interval
-seconds; honest binary users alternate 'send' and 'receive' at the same
-pace. Latency is measured from send to the line recipient's !privmsg
-(push), and for binary users from command to reply (round trip); mail for
-binary users is counted when a 'receive' collects it. Every client binds
+Honest line users broadcast (!sendmsg) every 2 x --interval seconds;
+honest binary users alternate 'sendall' and 'receive' every --interval
+seconds, so each polls its mailbox about once a second. Every honest
+broadcast is owed to every other honest user, line and binary: the report
+shows, per receiver kind, what was owed, what arrived (once), what came
+twice, what was refused with a notice to its sender, and what was lost.
+Latency is measured from send to the line recipient's !msg (push), and
+for binary users from command to reply (round trip). Every client binds
 its own loopback source address (127.0.0.0/8 is all local), so honest
 users are not counted against the hostile hosts' per-host limits.
+
+The attack (KINDS): three line clients flooding !sendmsg at the default
+flood limit, each from its own address and reconnecting when cut off; 96
+binary registrations that are then abandoned (their mailboxes fill and
+are never read); garbage; slowloris; connect/close churn; silent sockets.
+--heavy adds binary 'users' floods and clients that never read.
 
 The attack runs at --nice 19 by default: real attackers are on other
 machines, and on a small box an attack generator at full priority takes
@@ -28,6 +37,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import socket
 import struct
 import subprocess
@@ -69,29 +79,47 @@ def sleep(seconds: float) -> Deferred[None]:
 
 @dataclass
 class Tally:
-    """What honest clients sent, and what arrived, in one phase."""
+    """What honest clients sent, and what arrived where, in one phase."""
 
-    sent: dict[str, float] = field(default_factory=dict)  # message id -> time sent
-    delivered: set[str] = field(default_factory=set)
-    refused: set[str] = field(default_factory=set)  # the sender was told it did not fit
+    names: list[str]
+    sent: dict[str, tuple[float, str]] = field(default_factory=dict)  # id -> time, sender
+    # (receiver, message id) pairs: arrived, how often, and refused with notice.
+    arrived: Counter[tuple[str, str]] = field(default_factory=Counter)
+    refused: set[tuple[str, str]] = field(default_factory=set)
     push_latency: list[float] = field(default_factory=list)
     round_trip: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     counting: bool = True
 
-    def send(self, mid: str) -> None:
+    def send(self, mid: str, sender: str) -> None:
         if self.counting:
-            self.sent[mid] = reactor.seconds()  # type: ignore[attr-defined]
+            self.sent[mid] = (reactor.seconds(), sender)  # type: ignore[attr-defined]
 
-    def deliver(self, mid: str, push: bool) -> None:
-        if mid in self.sent and mid not in self.delivered:
-            self.delivered.add(mid)
-            if push:
-                self.push_latency.append(reactor.seconds() - self.sent[mid])  # type: ignore[attr-defined]
+    def deliver(self, receiver: str, mid: str, push: bool) -> None:
+        if mid not in self.sent:
+            return
+        self.arrived[receiver, mid] += 1
+        if push and self.arrived[receiver, mid] == 1:
+            self.push_latency.append(reactor.seconds() - self.sent[mid][0])  # type: ignore[attr-defined]
 
-    def refuse(self, mid: str) -> None:
+    def refuse(self, receivers: list[str], mid: str) -> None:
         if mid in self.sent:
-            self.refused.add(mid)
+            self.refused.update((name, mid) for name in receivers if name in self.names)
+
+    def by_kind(self, prefix: str) -> tuple[int, int, int, int, int]:
+        """Owed, arrived, twice or more, refused with notice, lost: to receivers named C{prefix}*."""
+        receivers = [n for n in self.names if n.startswith(prefix)]
+        owed = arrived = twice = refused = 0
+        for mid, (_, sender) in self.sent.items():
+            for receiver in receivers:
+                if receiver == sender:
+                    continue
+                owed += 1
+                times = self.arrived[receiver, mid]
+                arrived += times > 0
+                twice += times > 1
+                refused += times == 0 and (receiver, mid) in self.refused
+        return owed, arrived, twice, refused, owed - arrived - refused
 
 
 class Honest(Protocol):
@@ -108,16 +136,15 @@ class Honest(Protocol):
         self.lost = True
         self.bench.tally.errors[f"{self.name} disconnected"] += 1
 
-    def next_id(self) -> tuple[str, str]:
-        """A message id and a random honest recipient other than this client."""
-        target = random.choice([n for n in self.bench.names if n != self.name])
-        return f"{self.name}.{self.bench.next_serial()}", target
+    def next_id(self) -> str:
+        return f"{self.name}.{self.bench.next_serial()}"
 
 
 class HonestLine(Honest):
-    # The last !sendto: an error that names its recipient answers it, since
-    # !sendto has no other answer and the next is a whole interval away.
-    last: tuple[str, str] = ("", "")
+    # The last !sendmsg: a mailbox-full error answers it, since !sendmsg
+    # has no other answer and the next is a whole interval away.
+    last = ""
+    ticks = 0
 
     def connectionMade(self) -> None:
         self.transport.write(f"!nick {self.name}\n".encode())  # type: ignore[union-attr]
@@ -132,18 +159,26 @@ class HonestLine(Honest):
         words = line.split()
         if words[:1] == ["!users"] and not self.ready.called:
             self.ready.callback(None)
-        elif words[:1] == ["!privmsg"] and len(words) == 3:
-            self.bench.tally.deliver(words[2], push=True)
-        elif words[:2] == ["!error", "mailbox-full"] and self.last[1] in words:
-            self.bench.tally.refuse(self.last[0])
+        elif words[:1] == ["!msg"] and len(words) == 3:
+            self.bench.tally.deliver(self.name, words[2], push=True)
+        elif words[:2] == ["!error", "mailbox-full"]:
+            names = line.split(":", 1)[1].split() if ":" in line else []
+            self.bench.tally.refuse(names, self.last)
         elif words[:1] == ["!error"]:
             self.bench.tally.errors[" ".join(words[:2])] += 1
 
     def tick(self) -> None:
-        mid, target = self.next_id()
-        self.bench.tally.send(mid)
-        self.last = (mid, target)
-        self.transport.write(f"!sendto {target} {mid}\n".encode())  # type: ignore[union-attr]
+        # Every other tick: one broadcast each 2 x --interval.
+        self.ticks += 1
+        if self.ticks % 2:
+            return
+        mid = self.next_id()
+        self.bench.tally.send(mid, self.name)
+        self.last = mid
+        self.transport.write(f"!sendmsg {mid}\n".encode())  # type: ignore[union-attr]
+
+
+FULL = re.compile(rb"^Message added to storage, but mailboxes of (.*) are full!$")
 
 
 class HonestBinary(Honest):
@@ -192,24 +227,26 @@ class HonestBinary(Honest):
         return count if len(self.frames) >= count else 0
 
     def sent(self, mid: str, reply: list[bytes]) -> None:
-        if reply[0].startswith(b"Mailbox of"):
-            self.bench.tally.refuse(mid)
+        full = FULL.match(reply[0])
+        if full:
+            names = [n.strip().strip("'") for n in full.group(1).decode().split(",")]
+            self.bench.tally.refuse(names, mid)
         elif reply != [b"Message added to storage!"]:
             self.bench.tally.errors[reply[0].decode("utf-8", "replace")[:40]] += 1
 
     def received(self, reply: list[bytes]) -> None:
         for text in reply[2::2]:
-            self.bench.tally.deliver(text.decode(), push=False)
+            self.bench.tally.deliver(self.name, text.decode(), push=False)
 
     def tick(self) -> None:
         if self.waiting:
             return  # the last command is not answered yet: a slow server
         self.flip = not self.flip
         if self.flip:
-            mid, target = self.next_id()
-            self.bench.tally.send(mid)
-            data = command(b"send", target.encode(), mid.encode())
-            self.request("send", data, lambda reply: self.sent(mid, reply))
+            mid = self.next_id()
+            self.bench.tally.send(mid, self.name)
+            data = command(b"sendall", mid.encode())
+            self.request("sendall", data, lambda reply: self.sent(mid, reply))
         else:
             self.request("receive", command(b"receive"), self.received)
 
@@ -219,7 +256,7 @@ class Bench:
         self.port = port
         self.names = [f"l{i}" for i in range(lines)] + [f"b{i}" for i in range(binaries)]
         self.clients: list[Honest] = []
-        self.tally = Tally()
+        self.tally = Tally(self.names)
         self.serial = 0
 
     def next_serial(self) -> int:
@@ -236,7 +273,7 @@ class Bench:
             self.clients.append(client)
 
     async def phase(self, seconds: float, interval: float) -> Tally:
-        self.tally = Tally()
+        self.tally = Tally(self.names)
         loops = []
         for client in self.clients:
             loop = task.LoopingCall(client.tick)
@@ -273,8 +310,13 @@ class Hostile(Protocol):
         if self.kind == "garbage":
             self.every(0.02, lambda: write(os.urandom(random.randint(1, 2048))))
         elif self.kind == "line-flood":
-            write(b"!nick f%d\n" % random.randint(0, 10**6))
-            self.every(0.01, lambda: write(b"!sendmsg spam spam spam\n" * 2000))
+            # At the default flood limit: a burst of 50, then 20 a second.
+            write(b"!nick f%d\n" % random.randint(0, 10**6) + b"!sendmsg spam spam spam\n" * 49)
+            self.every(0.05, lambda: write(b"!sendmsg spam spam spam\n"))
+        elif self.kind == "slowloris":
+            # A command that never ends, a byte at a time.
+            write(b"!")
+            self.every(1.0, lambda: write(b"x"))
         elif self.kind == "binary-flood":
             write(command(b"register", b"F%d" % random.randint(0, 10**6)))
             self.every(0.01, lambda: write(command(b"users") * 4000))
@@ -303,13 +345,17 @@ class Hostile(Protocol):
 
 # What a hostile client may be told before it is thrown out.
 TOLD = (b"flood", b"Too many commands", b"Too many users", b"server-full", b"Server is full", b"timeout")
-KINDS = {"garbage": 20, "line-flood": 10, "binary-flood": 5, "non-reader": 20, "churn": 20, "silent": 20}
+KINDS = {"garbage": 20, "line-flood": 3, "slowloris": 20, "churn": 20, "silent": 20}
+HEAVY = {"binary-flood": 5, "non-reader": 20}
+ABANDONED = 96
 
 
-async def attacker(port: int, kind: str, counts: Counter[str], until: float) -> None:
+async def attacker(port: int, kind: str, slot: int, counts: Counter[str], until: float) -> None:
     """One hostile client slot: connect, do harm, reconnect when thrown out."""
     while time.monotonic() < until:
-        source = f"127.0.1.{random.randint(1, 20)}"
+        # A line flooder has an address of its own; the rest share 20.
+        own = kind == "line-flood"
+        source = f"127.0.1.{101 + slot}" if own else f"127.0.1.{random.randint(1, 20)}"
         client = Hostile(kind, counts)
         try:
             await connectProtocol(endpoint(port, source), client)
@@ -324,17 +370,29 @@ async def attacker(port: int, kind: str, counts: Counter[str], until: float) -> 
         await sleep(0.01)
 
 
-def run_hostile(port: int, seconds: float) -> None:
+async def abandon(port: int, counts: Counter[str]) -> None:
+    """Register binary users, then cut them off: their mailboxes are never read."""
+    for i in range(ABANDONED):
+        client = Hostile("abandoned", counts)
+        await connectProtocol(endpoint(port, f"127.0.5.{1 + i % 4}"), client)
+        client.transport.write(command(b"register", b"gone%d" % i))  # type: ignore[union-attr]
+        await sleep(0.01)
+        client.transport.abortConnection()  # type: ignore[union-attr]
+        await client.gone
+
+
+def run_hostile(port: int, seconds: float, heavy: bool) -> None:
     counts: Counter[str] = Counter()
     until = time.monotonic() + seconds
+    kinds = {**KINDS, **(HEAVY if heavy else {})}
 
     async def main() -> None:
         from twisted.internet.defer import gatherResults
 
-        slots = [
-            Deferred.fromCoroutine(attacker(port, kind, counts, until))
-            for kind, n in KINDS.items()
-            for _ in range(n)
+        slots = [Deferred.fromCoroutine(abandon(port, counts))] + [
+            Deferred.fromCoroutine(attacker(port, kind, slot, counts, until))
+            for kind, n in kinds.items()
+            for slot in range(n)
         ]
         await gatherResults(slots)
 
@@ -397,12 +455,13 @@ def percentile(values: list[float], p: float) -> float:
 
 def report(title: str, tally: Tally, pid: int, cpu: float) -> None:
     ms = 1000
-    lost = len(tally.sent) - len(tally.delivered) - len(tally.refused - tally.delivered)
-    print(f"{title}:")
-    print(
-        f"  honest deliveries: {len(tally.delivered)} received of {len(tally.sent)} expected;"
-        f" {len(tally.refused)} refused with notice (mailbox full), {lost} lost"
-    )
+    print(f"{title}: {len(tally.sent)} honest broadcasts")
+    for prefix, kind in (("l", "line"), ("b", "binary")):
+        owed, arrived, twice, refused, lost = tally.by_kind(prefix)
+        print(
+            f"  to honest {kind} users: {owed} owed, {arrived} arrived, {twice} twice,"
+            f" {refused} refused with notice (mailbox full), {lost} lost"
+        )
     print(
         f"  line push latency: p50 {percentile(tally.push_latency, 50) * ms:.1f} ms,"
         f" p99 {percentile(tally.push_latency, 99) * ms:.1f} ms,"
@@ -433,13 +492,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
     parser.add_argument("--interval", type=float, default=0.5, help="honest send interval")
     parser.add_argument("--lines", type=int, default=20, help="honest line users")
-    parser.add_argument("--binaries", type=int, default=10, help="honest binary users")
+    parser.add_argument("--binaries", type=int, default=5, help="honest binary users")
     parser.add_argument("--nice", type=int, default=19, help="niceness of the attack process")
+    parser.add_argument("--heavy", action="store_true",
+                        help="add binary 'users' floods and non-reading clients to the attack")
     parser.add_argument("--hostile", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("extra", nargs="*", help="options passed on to chatd")
     args = parser.parse_args()
     if args.hostile:
-        run_hostile(args.hostile, args.seconds)
+        run_hostile(args.hostile, args.seconds, args.heavy)
         return
 
     port = free_port()
@@ -447,8 +508,8 @@ def main() -> None:
     server = start_server(port, log, args.extra)
     bench = Bench(port, args.lines, args.binaries)
     print(f"chatd pid {server.pid} on {HOST}:{port}, log {log}")
-    print(f"honest: {args.lines} line + {args.binaries} binary users, one message each per "
-          f"{args.interval * 2 if args.binaries else args.interval:g} s or so; "
+    print(f"honest: {args.lines} line + {args.binaries} binary users, one broadcast each per "
+          f"{args.interval * 2:g} s, binary users polling each {args.interval * 2:g} s; "
           f"phases of {args.seconds:g} s; attack at nice {args.nice}")  # fmt: skip
 
     async def run() -> None:
@@ -457,7 +518,8 @@ def main() -> None:
         alone = await bench.phase(args.seconds, args.interval)
         report("honest alone", alone, server.pid, cpu)
         argv = ["nice", "-n", str(args.nice), sys.executable, __file__,
-                "--hostile", str(port), "--seconds", str(args.seconds)]  # fmt: skip
+                "--hostile", str(port), "--seconds", str(args.seconds),
+                *(["--heavy"] if args.heavy else [])]  # fmt: skip
         hostile = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         cpu = cpu_seconds(server.pid)
         busy = await bench.phase(args.seconds, args.interval)

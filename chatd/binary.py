@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 
 from chatd import binwire
 from chatd.binwire import PREFIX_LENGTH as PREFIX
-from chatd.flood import FakeLag
+from chatd.flood import FakeLag, HostBudgets, Later
 from chatd.hub import BinaryUser, Hub
 from chatd.rules import (
     BadName,
@@ -66,7 +66,9 @@ class BinaryProtocol(Protocol):
 
     log = Logger()
 
-    def __init__(self, hub: Hub, host: str, clock: IReactorTime) -> None:
+    def __init__(
+        self, hub: Hub, host: str, clock: IReactorTime, hosts: HostBudgets | None = None
+    ) -> None:
         self.hub = hub
         self.host = host
         self.user: BinaryUser | None = None
@@ -79,7 +81,7 @@ class BinaryProtocol(Protocol):
         self._args: list[bytes] = []
         # While set, nothing more is parsed; what arrives is kept (FakeLag).
         self.paused = False
-        self.lag = FakeLag(self, hub.limits, clock)
+        self.lag = FakeLag(self, hub.limits, clock, hosts, host)
         self._batch = hub.batch()
         # A refusal is queued behind earlier replies: read no more commands.
         self._closing = False
@@ -88,6 +90,8 @@ class BinaryProtocol(Protocol):
         self._queue: deque[list[_Answer | None]] = deque()
         # Several nodes: a register waiting for the database holds what follows.
         self._joining = False
+        # A command the flood limit put off, run first once it lets it.
+        self._later: tuple[Command, list[bytes]] | None = None
 
     # Framing
 
@@ -111,6 +115,9 @@ class BinaryProtocol(Protocol):
         """Run each whole command in C{buffer}; keep the rest for the next read."""
         offset, end = 0, len(buffer)
         transport = self.transport
+        if self._later is not None and not self.paused:
+            later, self._later = self._later, None
+            self._run(*later)
         while not self.paused and not transport.disconnecting and end - offset >= PREFIX:
             (length,) = binwire.unpack_length(buffer, offset)
             if length > self.MAX_LENGTH:
@@ -146,6 +153,8 @@ class BinaryProtocol(Protocol):
             getattr(self, command.handler)(*args)
         except _Refused as e:
             self._refuse(str(e))
+        except Later:
+            self._later = (command, args)
 
     def lengthLimitExceeded(self, length: int) -> None:
         self._refuse(binwire.FRAME_TOO_LONG)
@@ -206,8 +215,11 @@ class BinaryProtocol(Protocol):
         return result
 
     def on_users(self) -> None:
-        names = self.hub.names()
-        self._reply(binwire.frames(str(len(names)), *names))
+        names = self.hub.current_names()
+        if isinstance(names, list):
+            self._reply(_users_frames(names))
+        else:
+            self._reply(names.addCallback(_users_frames))
 
     def on_send(self, receiver: bytes, text: bytes) -> None:
         user = self._require_user()
@@ -228,8 +240,11 @@ class BinaryProtocol(Protocol):
 
     def on_sendall(self, text: bytes) -> None:
         user = self._require_user()
+        checked = self._text(text)
+        if not self.lag.may_broadcast():
+            raise Later()
         try:
-            sent = self.hub.say_all(user, self._text(text))
+            sent = self.hub.say_all(user, checked)
         except MailboxFull as e:
             self._reply(binwire.frames(binwire.mailboxes_full(e.names)))
             return
@@ -351,6 +366,10 @@ class BinaryProtocol(Protocol):
         self.lag.stop()
         self.log.info("closing {peer}: {reason}", peer=self.transport.getPeer(), reason=reason)
         return True
+
+
+def _users_frames(names: list[str]) -> bytes:
+    return binwire.frames(str(len(names)), *names)
 
 
 def _with_close(answer: bytes | _Answer, close: bool) -> _Answer:

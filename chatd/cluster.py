@@ -136,69 +136,84 @@ class Leave(_Op):
         return None, ([["x", self.seq]] if row is not None else [])
 
 
+# Room for one more message from a sender in a binary user's mailbox:
+# under the mailbox size, and under the sender's share of it (fair mail).
+_NO_ROOM = """
+    (SELECT count(*) FROM chatd_mail m WHERE m.receiver = u.seq) >= %(size)s
+    OR (SELECT count(*) FROM chatd_mail m
+        WHERE m.receiver = u.seq AND m.sender_key = %(key)s) >= %(share)s
+"""
+
+
 class SayAll(_Op):
-    def __init__(self, seq: int, name: str, text: str, mail: bool, size: int) -> None:
-        self.seq, self.name, self.text, self.mail, self.size = seq, name, text, mail, size
+    def __init__(self, seq: int, name: str, text: str, mail: bool, limits: Limits) -> None:
+        self.seq, self.name, self.text, self.mail, self.limits = seq, name, text, mail, limits
 
     def run(self, cursor: Any) -> tuple[Any, list[Any]]:
         full: list[str] = []
         if self.mail:
+            params = {
+                "seq": self.seq, "name": self.name, "text": self.text, "key": fold(self.name),
+                "size": self.limits.mailbox_size, "share": self.limits.mailbox_share,
+            }
             full = [
                 name
                 for (name,) in cursor.execute(
-                    "SELECT name FROM chatd_users u WHERE kind = 'b' AND seq <> %s"
-                    " AND (SELECT count(*) FROM chatd_mail WHERE receiver = u.seq) >= %s"
-                    " ORDER BY seq",
-                    (self.seq, self.size),
+                    "SELECT name FROM chatd_users u WHERE kind = 'b' AND seq <> %(seq)s"
+                    f" AND ({_NO_ROOM}) ORDER BY seq",
+                    params,
                 )
             ]
             cursor.execute(
-                "INSERT INTO chatd_mail (receiver, sender, text) SELECT seq, %s, %s"
-                " FROM chatd_users u WHERE kind = 'b' AND seq <> %s"
-                " AND (SELECT count(*) FROM chatd_mail WHERE receiver = u.seq) < %s"
-                " ORDER BY seq",
-                (self.name, self.text, self.seq, self.size),
+                "INSERT INTO chatd_mail (receiver, sender, sender_key, text)"
+                " SELECT seq, %(name)s, %(key)s, %(text)s FROM chatd_users u"
+                f" WHERE kind = 'b' AND seq <> %(seq)s AND NOT ({_NO_ROOM}) ORDER BY seq",
+                params,
             )
         return full, [["m", self.seq, self.name, self.text]]
 
 
 # One round trip: find the receiver, and queue mail if it is a binary user with room.
-_MAIL_TO = """
+_MAIL_TO = f"""
 WITH t AS (
-    SELECT seq, kind, name,
-           kind = 'b' AND (SELECT count(*) FROM chatd_mail WHERE receiver = u.seq) >= %(size)s
-           AS is_full
+    SELECT seq, kind, name, kind = 'b' AND ({_NO_ROOM}) AS is_full
     FROM chatd_users u WHERE seq = %(seq)s
 ), queued AS (
-    INSERT INTO chatd_mail (receiver, sender, text)
-    SELECT seq, %(sender)s, %(text)s FROM t WHERE kind = 'b' AND NOT is_full
+    INSERT INTO chatd_mail (receiver, sender, sender_key, text)
+    SELECT seq, %(sender)s, %(key)s, %(text)s FROM t WHERE kind = 'b' AND NOT is_full
 )
 SELECT kind, is_full, name FROM t
 """
 
-
 # The same for a run of messages in one statement: a receiver getting
-# several is full from the one that would pass the mailbox size.
+# several is full from the one that would pass the mailbox size or the
+# sender's share of it.
 _MAIL_MANY = """
 WITH r AS (
-    SELECT * FROM unnest(%(seqs)s::bigint[], %(senders)s::text[], %(texts)s::text[])
-        WITH ORDINALITY AS r(seq, sender, text, ord)
+    SELECT * FROM unnest(%(seqs)s::bigint[], %(senders)s::text[], %(keys)s::text[],
+                         %(texts)s::text[])
+        WITH ORDINALITY AS r(seq, sender, key, text, ord)
 ), t AS (
-    SELECT r.ord, r.seq, r.sender, r.text, u.kind,
-           u.kind = 'b' AND (SELECT count(*) FROM chatd_mail m WHERE m.receiver = r.seq)
-               + row_number() OVER (PARTITION BY r.seq ORDER BY r.ord) > %(size)s AS is_full
+    SELECT r.ord, r.seq, r.sender, r.key, r.text, u.kind,
+           u.kind = 'b' AND (
+               (SELECT count(*) FROM chatd_mail m WHERE m.receiver = r.seq)
+                   + row_number() OVER (PARTITION BY r.seq ORDER BY r.ord) > %(size)s
+               OR (SELECT count(*) FROM chatd_mail m
+                   WHERE m.receiver = r.seq AND m.sender_key = r.key)
+                   + row_number() OVER (PARTITION BY r.seq, r.key ORDER BY r.ord) > %(share)s
+           ) AS is_full
     FROM r LEFT JOIN chatd_users u ON u.seq = r.seq
 ), queued AS (
-    INSERT INTO chatd_mail (receiver, sender, text)
-    SELECT seq, sender, text FROM t WHERE kind = 'b' AND NOT is_full ORDER BY ord
+    INSERT INTO chatd_mail (receiver, sender, sender_key, text)
+    SELECT seq, sender, key, text FROM t WHERE kind = 'b' AND NOT is_full ORDER BY ord
 )
 SELECT ord, kind, is_full FROM t ORDER BY ord
 """
 
 
 class SayTo(_Op):
-    def __init__(self, sender: str, seq: int, text: str, size: int) -> None:
-        self.sender, self.seq, self.text, self.size = sender, seq, text, size
+    def __init__(self, sender: str, seq: int, text: str, limits: Limits) -> None:
+        self.sender, self.seq, self.text, self.limits = sender, seq, text, limits
 
     @staticmethod
     def run_many(cursor: Any, ops: list[SayTo]) -> list[tuple[Any, list[Any]]]:
@@ -207,8 +222,10 @@ class SayTo(_Op):
             {
                 "seqs": [op.seq for op in ops],
                 "senders": [op.sender for op in ops],
+                "keys": [fold(op.sender) for op in ops],
                 "texts": [op.text for op in ops],
-                "size": ops[0].size,
+                "size": ops[0].limits.mailbox_size,
+                "share": ops[0].limits.mailbox_share,
             },
         ).fetchall()
         out: list[tuple[Any, list[Any]]] = []
@@ -226,14 +243,19 @@ class SayTo(_Op):
 
 
 class Poke(_Op):
-    def __init__(self, poker: str, seq: int, poked: str, size: int) -> None:
-        self.poker, self.seq, self.size = poker, seq, size
+    def __init__(self, poker: str, seq: int, poked: str, limits: Limits) -> None:
+        self.poker, self.seq, self.limits = poker, seq, limits
         self.text = linewire.poke(poker, poked)
 
     def start(self, db: Any) -> Any:
         cursor = db.cursor()
         cursor.execute(
-            _MAIL_TO, {"size": self.size, "seq": self.seq, "sender": self.poker, "text": self.text}
+            _MAIL_TO,
+            {
+                "seq": self.seq, "sender": self.poker, "key": fold(self.poker),
+                "text": self.text, "size": self.limits.mailbox_size,
+                "share": self.limits.mailbox_share,
+            },
         )
         return cursor
 
@@ -265,6 +287,14 @@ class TakeMail(_Op):
 
     def run(self, cursor: Any) -> tuple[Any, list[Any]]:
         raise NotImplementedError("started and finished")
+
+
+class ListUsers(_Op):
+    """Every user of every node, as committed when the batch runs."""
+
+    def run(self, cursor: Any) -> tuple[Any, list[Any]]:
+        rows = cursor.execute("SELECT name FROM chatd_users ORDER BY seq").fetchall()
+        return [name for (name,) in rows], []
 
 
 class Renew(_Op):
@@ -376,21 +406,46 @@ class ClusterHub(Hub):
 
     def say_all(self, sender: User, text: str) -> Deferred[None]:  # type: ignore[override]
         mail = any(user is not sender for user in self._binary_users)
-        op = SayAll(self._seqs[sender], sender.name, text, mail, self.limits.mailbox_size)
-        return self._submit(op).addCallback(_raise_full)
+        op = SayAll(self._seqs[sender], sender.name, text, mail, self.limits)
+        return self._submit(op).addCallback(self._full_news, fold(sender.name))
 
     def say_to(self, sender: User, receiver: str, text: str) -> Deferred[None]:  # type: ignore[override]
         target = self._lookup(receiver)
-        op = SayTo(sender.name, self._seqs[target], text, self.limits.mailbox_size)
+        op = SayTo(sender.name, self._seqs[target], text, self.limits)
         return self._submit(op).addCallback(_outcome, receiver, target.name)
 
     def poke(self, poker: User, poked: str) -> Deferred[None]:  # type: ignore[override]
         target = self._lookup(poked)
-        op = Poke(poker.name, self._seqs[target], target.name, self.limits.mailbox_size)
+        op = Poke(poker.name, self._seqs[target], target.name, self.limits)
         return self._submit(op).addCallback(_outcome, poked, target.name)
 
+    def current_names(self) -> Deferred[list[str]]:  # type: ignore[override]
+        """Asked of the database, not of this node's replica: a user another
+        node has just acknowledged is listed even if its event is still on
+        its way here. Without the database, this node's copy answers."""
+        return self._submit(ListUsers()).addErrback(self._replica_names)
+
+    def _replica_names(self, reason: Failure) -> list[str]:
+        reason.trap(StoreFailed)
+        return self.names()
+
+    def current_users_line(self) -> Deferred[bytes]:  # type: ignore[override]
+        return self.current_names().addCallback(
+            lambda names: linewire.users_line(len(names), linewire.encode_names(names))
+        )
+
     def take_mail(self, user: BinaryUser) -> Deferred[list[Mail]]:  # type: ignore[override]
+        # Senders of broadcasts are told of a full mailbox again once it was
+        # emptied (this node remembers whom it told).
+        user.told = None
         return self._submit(TakeMail(self._seqs[user]))
+
+    def _full_news(self, full: list[str], sender: str) -> None:
+        """Fair mail: name each full mailbox to a broadcast's sender once, as on one node."""
+        users = [u for u in map(self.find, full) if isinstance(u, BinaryUser)]
+        news = self._not_yet_told(users, sender) if users else []
+        if news:
+            raise MailboxFull(news)
 
     # Events, in commit order, from every node
 
@@ -563,11 +618,6 @@ class ClusterHub(Hub):
             self._apart[session] = self._own_list(session)
             del self._own[session]
         del self._line_sessions[session]
-
-
-def _raise_full(full: list[str]) -> None:
-    if full:
-        raise MailboxFull(full)
 
 
 def _outcome(result: str, asked: str, name: str) -> None:

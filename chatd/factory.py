@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 from chatd.binary import BinaryProtocol
 from chatd.bounded import BoundedTransport
 from chatd.deadline import Deadline
-from chatd.flood import FakeLag
+from chatd.flood import FakeLag, HostBudgets
 from chatd.hub import Hub, User
 from chatd.line import LineProtocol
 from chatd.rules import Ending
@@ -138,7 +138,7 @@ class Sniffer(Protocol):
         if self.bounded.disconnecting:
             return
         if self.inner is None:
-            self._start(self.factory.line_protocol())
+            self._start(self.factory.line_protocol(self.host))
         assert self.inner is not None
         self.inner.end(ending)
 
@@ -171,17 +171,20 @@ class ChatFactory(Factory):
         # many hosts must not cost a walk over every host per accept.
         self._served_total = 0
         self._drained: list[Deferred[None]] = []
+        limits = hub.limits
+        # Kept here, not per connection: a host's broadcast budget outlives them.
+        self.broadcasts = HostBudgets(limits.broadcast_rate, limits.broadcast_burst, clock)
 
     def buildProtocol(self, addr: IAddress) -> Protocol:
         return Sniffer(self)
 
     def protocolFor(self, first: int, host: str) -> Session:
         if is_binary_start(first):
-            return BinaryProtocol(self.hub, host, self.clock)
-        return self.line_protocol()
+            return BinaryProtocol(self.hub, host, self.clock, self.broadcasts)
+        return self.line_protocol(host)
 
-    def line_protocol(self) -> LineProtocol:
-        return LineProtocol(self.hub, self.clock)
+    def line_protocol(self, host: str) -> LineProtocol:
+        return LineProtocol(self.hub, self.clock, self.broadcasts, host)
 
     # Counting connections
 

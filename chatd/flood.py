@@ -1,4 +1,9 @@
-"""Flood control: a burst of commands at once, then a steady rate (fake lag)."""
+"""Flood control: a burst of commands at once, then a steady rate (fake lag).
+
+Each connection has its own command budget; broadcasts also draw on their
+peer host's budget (L{HostBudgets}), which outlives the host's connections:
+a flooder gains nothing by reconnecting or by opening more of them.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,11 @@ from typing import Protocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from chatd.rules import Ending, Limits
+
+
+class Later(Exception):
+    """Raised by a command the flood limit puts off: it is run again, first,
+    once the limit lets it (see L{FakeLag.may_broadcast})."""
 
 
 class TokenBucket:
@@ -32,6 +42,60 @@ class TokenBucket:
         self.tokens = tokens = tokens - 1
         return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
 
+    def wait(self) -> float:
+        """Without spending: 0 if a whole token is there, else the seconds until one is."""
+        tokens = self.tokens + (self.clock.seconds() - self.stamp) * self.rate
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+
+    def full(self) -> bool:
+        """Whether the bucket has refilled: it is then as good as a new one."""
+        return self.tokens + (self.clock.seconds() - self.stamp) * self.rate >= self.burst
+
+
+class HostBudgets:
+    """One L{TokenBucket} per peer host, shared by all its connections.
+
+    A host's bucket is kept while it is refilling, whether or not the host
+    is still connected; a full one is forgotten, since a new one is the same.
+    What is kept is so bounded by the hosts that spent some of their budget
+    in the last C{burst / rate} seconds (plus what their held connections owe).
+    """
+
+    def __init__(self, rate: float, burst: int, clock: IReactorTime) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self._buckets: dict[str, TokenBucket] = {}
+        self._prune_at = _FIRST_PRUNE
+
+    def spend(self, host: str) -> float:
+        """Spend one of C{host}'s tokens if it has a whole one, and return 0;
+        else spend nothing, and return the seconds until it has one.
+
+        Unlike a connection's own budget, this one is never overdrawn: the
+        host's connections, however many, get no more than the budget.
+        """
+        bucket = self._buckets.get(host)
+        if bucket is None:
+            if len(self._buckets) >= self._prune_at:
+                self._prune()
+            bucket = self._buckets[host] = TokenBucket(self.rate, self.burst, self.clock)
+        wait = bucket.wait()
+        if not wait:
+            bucket.take()
+        return wait
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _prune(self) -> None:
+        self._buckets = {h: b for h, b in self._buckets.items() if not b.full()}
+        # Amortised: the next prune waits until as many hosts again have come.
+        self._prune_at = max(_FIRST_PRUNE, 2 * len(self._buckets))
+
+
+_FIRST_PRUNE = 256
+
 
 class Pauseable(Protocol):
     """What L{FakeLag} needs of a receiver: one that parses no further while
@@ -52,21 +116,52 @@ class FakeLag:
     bounded, though: a client that keeps sending while held is flooding.
     """
 
-    __slots__ = ("receiver", "clock", "max_held", "bucket", "_resume")
+    __slots__ = ("receiver", "clock", "max_held", "bucket", "hosts", "host", "_resume")
 
-    def __init__(self, receiver: Pauseable, limits: Limits, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        receiver: Pauseable,
+        limits: Limits,
+        clock: IReactorTime,
+        hosts: HostBudgets | None = None,
+        host: str = "local",
+    ) -> None:
+        """
+        @param hosts: the broadcast budgets of every peer host; without it
+            (a connection made on its own), this connection's host has its own.
+        """
         self.receiver = receiver
         self.clock = clock
         self.max_held = limits.max_input_backlog
         self.bucket = TokenBucket(limits.command_rate, limits.command_burst, clock)
+        if hosts is None:
+            hosts = HostBudgets(limits.broadcast_rate, limits.broadcast_burst, clock)
+        self.hosts = hosts
+        self.host = host
         self._resume: IDelayedCall | None = None
 
     def command(self) -> None:
         """Count one command; past the rate, parse no more until a token is back."""
         wait = self.bucket.take()
         if wait and self._resume is None:
-            self.receiver.paused = True
+            self._hold(wait)
+
+    def may_broadcast(self) -> bool:
+        """Whether the host's budget lets a broadcast run now; if not, this
+        connection parses nothing more until it does, and the broadcast is to
+        be run again then."""
+        wait = self.hosts.spend(self.host)
+        if wait:
+            self._hold(wait)
+        return not wait
+
+    def _hold(self, wait: float) -> None:
+        """Parse no more for C{wait} seconds, or until a hold already longer ends."""
+        self.receiver.paused = True
+        if self._resume is None:
             self._resume = self.clock.callLater(wait, self._go)
+        elif self._resume.getTime() < self.clock.seconds() + wait:
+            self._resume.reset(wait)
 
     def check(self, held: int) -> None:
         """End a held connection whose unparsed input, C{held} bytes, is over the bound."""

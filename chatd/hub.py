@@ -56,10 +56,13 @@ class LineUser(User):
 class BinaryUser(User):
     """A user of the binary protocol: messages wait in its mailbox for C{receive}.
 
-    C{key} names the user in the hub's L{Store}.
+    C{key} names the user in the hub's L{Store}. C{shares} counts the mail
+    waiting from each sender (by folded name), and C{told} holds the senders
+    of broadcasts told this mailbox was full since it was last emptied; both
+    are None while there is nothing to count, as is the case for most users.
     """
 
-    __slots__ = ("host", "key", "mailbox")
+    __slots__ = ("host", "key", "mailbox", "shares", "told")
 
     def __init__(self, name: str, host: str, key: int) -> None:
         super().__init__(name)
@@ -68,6 +71,8 @@ class BinaryUser(User):
         # A list, not a deque: an empty deque takes 760 bytes, a list 56,
         # and mail is only ever appended and taken whole.
         self.mailbox: list[Mail] = []
+        self.shares: dict[str, int] | None = None
+        self.told: set[str] | None = None
 
 
 class Hub:
@@ -119,9 +124,13 @@ class Hub:
         # Binary users kept from before a restart: registered, and offline.
         # Their names are encoded once, when first asked for, not once each.
         self._names = None
+        # Whether a sender's share of a mailbox is less than all of it, and
+        # so worth counting.
+        self._sharing = self.limits.mailbox_share < self.limits.mailbox_size
         for kept in self.store.load():
             user = BinaryUser(kept.name, kept.host, kept.key)
             user.mailbox.extend(kept.mail)
+            self._count_shares(user)
             self._add(user)
 
     def settled(self) -> bool:
@@ -148,6 +157,14 @@ class Hub:
         if self._names is None:
             self._names = linewire.encode_names(self.names())
         return linewire.users_line(len(self._order), self._names)
+
+    def current_names(self) -> list[str]:
+        """The C{users} reply's names as of now on every node: here, L{names}."""
+        return self.names()
+
+    def current_users_line(self) -> bytes:
+        """The C{!users} reply as of now on every node: here, L{users_line}."""
+        return self.users_line()
 
     def find(self, name: str) -> User | None:
         return self._by_name.get(fold(name))
@@ -230,17 +247,22 @@ class Hub:
     def say_all(self, sender: User, text: str) -> None:
         """Send C{text} from C{sender} to every other user of both protocols.
 
-        @raise MailboxFull: naming the binary users whose mailbox was full;
+        @raise MailboxFull: naming the binary users whose mailbox had no room
+            for it (full, or holding the sender's whole share) and who were
+            not named to this sender since they last took their mail;
             everyone else got the message.
         """
         self._announce(linewire.msg(sender.name, text), exclude=sender)
+        name = sender.name
         full = [
-            user.name
+            user
             for user in self._binary_users
-            if user is not sender and not self._post(user, sender.name, text)
+            if user is not sender and not self._post(user, name, text)
         ]
         if full:
-            raise MailboxFull(full)
+            news = self._not_yet_told(full, fold(name))
+            if news:
+                raise MailboxFull(news)
 
     def say_to(self, sender: User, receiver: str, text: str) -> None:
         """Send C{text} from C{sender} to the user named C{receiver} alone."""
@@ -260,6 +282,7 @@ class Hub:
     def take_mail(self, user: BinaryUser) -> list[Mail]:
         """Every message queued for C{user}, oldest first; the mailbox is then empty."""
         mail, user.mailbox = user.mailbox, []
+        user.shares = user.told = None
         if mail:
             self.store.remove_mail(user.key, mail[-1].key)
             # The client gets the mail only once its removal is committed;
@@ -352,21 +375,65 @@ class Hub:
             raise MailboxFull([receiver.name])
 
     def _post(self, receiver: BinaryUser, sender: str, text: str) -> bool:
-        """Queue mail for C{receiver}; whether its mailbox had room.
+        """Queue mail for C{receiver}; whether its mailbox had room for it.
+
+        There is room while the mailbox is not full and the sender has less
+        than its share (C{mailbox_share}) of it, so that mail from everyone
+        else still fits whatever one sender sends.
 
         A full mailbox is not logged: the sender is told, and one broadcast
         could otherwise log a line for every full mailbox on the server.
         """
         if len(receiver.mailbox) >= self.limits.mailbox_size:
             return False
+        if self._sharing:
+            shares = receiver.shares
+            if shares is None:
+                shares = receiver.shares = {}
+            folded = fold(sender)
+            waiting = shares.get(folded, 0)
+            if waiting >= self.limits.mailbox_share:
+                return False
+            shares[folded] = waiting + 1
         key = self.store.add_mail(receiver.key, sender, text)
         receiver.mailbox.append(Mail(key, sender, text))
         return True
+
+    def _count_shares(self, user: BinaryUser) -> None:
+        """Count C{user}'s waiting mail by sender anew, after it changed whole."""
+        if not self._sharing or not user.mailbox:
+            return
+        shares = user.shares = {}
+        for mail in user.mailbox:
+            folded = fold(mail.sender)
+            shares[folded] = shares.get(folded, 0) + 1
+
+    def _not_yet_told(self, full: list[BinaryUser], sender: str) -> list[str]:
+        """The names among C{full} that the sender of a broadcast was not yet
+        told of since they last took their mail; they count as told now.
+
+        Without this, every broadcast would name the same abandoned users
+        again. A mailbox remembers at most C{_MOST_TOLD} senders: past that
+        it starts over, and some are told a second time.
+        """
+        news = []
+        for user in full:
+            told = user.told
+            if told is None:
+                told = user.told = set()
+            elif sender in told:
+                continue
+            elif len(told) >= _MOST_TOLD:
+                told.clear()
+            told.add(sender)
+            news.append(user.name)
+        return news
 
     def _put_back(self, reason: Failure, user: BinaryUser, mail: list[Mail]) -> None:
         if self.is_current(user):
             # Older than any mail that came since: back at the front.
             user.mailbox[:0] = mail
+            self._count_shares(user)
             self.store.put_back_mail(user.key, mail)
 
     def _announce(self, data: bytes, exclude: User | None = None) -> None:
@@ -408,6 +475,10 @@ class Hub:
         self._batches -= 1
         if not self._batches:
             self.flush()
+
+
+# The most senders a mailbox remembers having told it is full.
+_MOST_TOLD = 256
 
 
 class _Batch:

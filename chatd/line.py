@@ -11,7 +11,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from chatd import linewire
-from chatd.flood import FakeLag
+from chatd.flood import FakeLag, HostBudgets, Later
 from chatd.hub import Hub, LineUser
 from chatd.rules import BadArguments, ChatError, Ending, check_text
 from chatd.store import StoreFailed
@@ -32,7 +32,13 @@ class LineProtocol(LineReceiver):
     # socket is found by TCP keepalive, or by the output backlog bound.
     idle_timeout: float | None = None
 
-    def __init__(self, hub: Hub, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        clock: IReactorTime,
+        hosts: HostBudgets | None = None,
+        host: str = "local",
+    ) -> None:
         self.hub = hub
         self.clock = clock
         self.user: LineUser | None = None
@@ -40,7 +46,7 @@ class LineProtocol(LineReceiver):
         self.MAX_LENGTH = hub.limits.max_line_length + 1
         self._flush: IDelayedCall | None = None
         self._seen_lf = False
-        self.lag = FakeLag(self, hub.limits, clock)
+        self.lag = FakeLag(self, hub.limits, clock, hosts, host)
         # Several nodes: a !nick waiting for the database holds what follows.
         self._joining = False
         self._gone = False
@@ -97,6 +103,7 @@ class LineProtocol(LineReceiver):
 
     def lineReceived(self, line: bytes) -> None:
         self.lag.command()
+        raw = line
         if line.endswith(b"\r"):
             line = line[:-1]
         if len(line) > self.hub.limits.max_line_length:
@@ -109,7 +116,11 @@ class LineProtocol(LineReceiver):
             return
         parts = text.split(None, 1)
         if parts:
-            self._dispatch(parts[0], parts[1] if len(parts) > 1 else "")
+            try:
+                self._dispatch(parts[0], parts[1] if len(parts) > 1 else "")
+            except Later:
+                # First in line again, parsed once the hold is over.
+                self._buffer = raw + self.delimiter + self._buffer
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self._error(
@@ -196,12 +207,19 @@ class LineProtocol(LineReceiver):
         assert self.user is not None
         return self.hub.rename(self.user, self._one_argument("!changenickname NEW", rest))
 
-    def on_users(self, rest: str) -> None:
-        self._send(self.hub.users_line())
+    def on_users(self, rest: str) -> Deferred[None] | None:
+        line = self.hub.current_users_line()
+        if isinstance(line, bytes):
+            self._send(line)
+            return None
+        return line.addCallback(self._send)
 
     def on_sendmsg(self, rest: str) -> Deferred[None] | None:
         assert self.user is not None
-        return self.hub.say_all(self.user, check_text(rest.strip(), self.hub.limits))
+        text = check_text(rest.strip(), self.hub.limits)
+        if not self.lag.may_broadcast():
+            raise Later()
+        return self.hub.say_all(self.user, text)
 
     def on_sendto(self, rest: str) -> Deferred[None] | None:
         assert self.user is not None

@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS chatd_mail (
     id bigserial PRIMARY KEY,
     receiver bigint NOT NULL REFERENCES chatd_users (seq) ON DELETE CASCADE,
     sender text NOT NULL,
+    sender_key text NOT NULL,   -- the sender's folded name: its share of the mailbox
     text text NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chatd_mail_by_receiver ON chatd_mail (receiver, id);

@@ -33,6 +33,12 @@ class Limits:
     max_binary_users: int = 5000
     max_binary_users_per_host: int = 100
     mailbox_size: int = 100
+    # Fair mail: no sender may take more than its share of another's mailbox,
+    # and broadcasts (which reach every mailbox) draw on a budget that each
+    # peer host keeps across its connections.
+    mailbox_share: int = 10
+    broadcast_rate: float = 5.0
+    broadcast_burst: int = 20
     close_grace: float = 2.0
 
     def whole_command(self) -> int:

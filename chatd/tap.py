@@ -67,6 +67,15 @@ class Options(usage.Options):
          "Most registered binary users from one peer host.", int],
         ["mailbox-size", None, _LIMITS.mailbox_size,
          "Most messages queued for one binary user.", int],
+        ["mailbox-share", None, _LIMITS.mailbox_share,
+         "Most messages from one sender queued for one binary user; "
+         "more are refused with mailbox-full.", int],
+        ["broadcast-rate", None, _LIMITS.broadcast_rate,
+         "Broadcasts (!sendmsg, sendall) a second one peer host may send past "
+         "its burst, over all its connections; more wait.", float],
+        ["broadcast-burst", None, _LIMITS.broadcast_burst,
+         "Broadcasts one peer host may send at once before the rate applies; "
+         "reconnecting does not renew it.", int],
         ["close-grace", None, _LIMITS.close_grace,
          "Seconds a closing connection has to take its last bytes.", float],
         ["database", None, None,
@@ -105,6 +114,8 @@ class Options(usage.Options):
             ("max-binary-users", 1),
             ("max-binary-users-per-host", 1),
             ("mailbox-size", 1),
+            ("mailbox-share", 1),
+            ("broadcast-burst", 1),
         ]:
             if self[name] < least:
                 raise usage.UsageError(f"--{name} must be at least {least}")
@@ -113,6 +124,7 @@ class Options(usage.Options):
             "handshake-timeout",
             "idle-timeout",
             "command-rate",
+            "broadcast-rate",
             "close-grace",
         ]:
             if self[name] <= 0:

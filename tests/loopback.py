@@ -83,6 +83,12 @@ class Peer(Protocol):
     def frames(self) -> list[bytes]:
         return parse_frames(bytes(self.received))
 
+    @staticmethod
+    def first(data: bytes) -> bytes:
+        """The payload of the first frame in C{data}, which must be whole."""
+        (size,) = struct.unpack("<I", data[:4])
+        return data[4 : 4 + size]
+
     def take(self) -> bytes:
         data = bytes(self.received)
         self.received.clear()

@@ -144,7 +144,11 @@ class CrashTests(SynchronousTestCase):
         self.database = os.path.join(self.directory, "chatd.sqlite")
 
     def start(self) -> tuple[ChatdProcess, int]:
-        server = ChatdProcess(self.directory, "--database", self.database)
+        # One sender fills rx's mailbox: room for all it can send before the kill.
+        server = ChatdProcess(
+            self.directory, "--database", self.database,
+            "--mailbox-size", "100000", "--mailbox-share", "100000",
+        )  # fmt: skip
         self.addCleanup(lambda: server.process.poll() is None and server.kill())
         self.addCleanup(server.process.stderr.close)
         return server, server.port()

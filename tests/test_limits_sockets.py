@@ -132,6 +132,8 @@ class SlowReaderTests(TestCase):
             max_message_length=1000,
             command_rate=rate,
             command_burst=50,
+            broadcast_rate=rate,
+            broadcast_burst=50,
             max_input_backlog=8 * 1024 * 1024,
         ).listen()
         warnings: list[dict[str, Any]] = []
@@ -294,3 +296,52 @@ class SigtermTests(TestCase):
         self.assertEqual(bytes(line.received), shutdown)
         self.assertEqual(bytes(binary.received), b"")
         self.assertEqual(bytes(silent.received), shutdown)
+
+
+async def receive(peer: Peer) -> list[tuple[bytes, bytes]]:
+    """A binary client's mail, as (sender, text) pairs."""
+    peer.take()
+    peer.send(command(b"receive"))
+
+    def whole(got: bytes) -> bool:
+        return frame_count(1)(got) and frame_count(1 + 2 * int(Peer.first(got)))(got)
+
+    await peer.until(whole)
+    frames = peer.frames()
+    return list(zip(frames[1::2], frames[2::2]))
+
+
+class FairMailTests(TestCase):
+    async def test_flooders_cannot_crowd_out_honest_mail(self) -> None:
+        """Default limits: three hosts flood broadcasts; honest mail all arrives, once."""
+        server = await Loopback(self).listen()
+        mailbox = await registered(server, b"bob", source="127.0.3.1")
+        reader = await named(server, "reader", source="127.0.3.2")
+        talker = await named(server, "talker", source="127.0.3.3")
+        scripter = await registered(server, b"script", source="127.0.3.4")
+        flooders = [await named(server, f"f{i}", source=f"127.0.4.{i}") for i in range(3)]
+        for flooder in flooders:
+            flooder.send(b"!sendmsg spam\n" * 300)
+
+        mail: list[tuple[bytes, bytes]] = []
+        for n in range(10):
+            talker.send(b"!sendmsg t%d\n" % n)
+            scripter.send(command(b"sendall", b"s%d" % n))
+            await sleep(0.1)
+            mail += await receive(mailbox)
+        await sleep(0.3)
+        mail += await receive(mailbox)
+
+        honest = [(s, t) for s, t in mail if s in (b"talker", b"script")]
+        self.assertEqual(
+            sorted(honest),
+            sorted([(b"talker", b"t%d" % n) for n in range(10)] + [(b"script", b"s%d" % n) for n in range(10)]),
+        )
+        # Each flooder got its broadcast budget through, not its 300 commands.
+        for i in range(3):
+            self.assertLess(mail.count((b"f%d" % i, b"spam")), 40)
+        self.assertNotIn(b"!error", talker.received)
+        self.assertEqual(scripter.frames(), [b"Message added to storage!"] * 10)
+        heard = [line for line in reader.lines() if line.startswith(("!msg talker", "!msg script"))]
+        self.assertEqual(len(heard), 20)
+        self.assertEqual(len(set(heard)), 20)

@@ -37,7 +37,9 @@ class KilledNodeTests(FailureTestCase):
         gone everywhere and their names free; its binary users keep their
         names and every acknowledged message."""
         require_postgres()
-        cluster = Cluster(self, pgserver.fresh_database(), "--node-lease", str(LEASE))
+        cluster = Cluster(
+            self, pgserver.fresh_database(), "--node-lease", str(LEASE), "--mailbox-share", "100"
+        )
         a, b = cluster.start(2)
         watcher = self.line(b, "watcher")
         self.line(a, "doomed")
@@ -71,7 +73,7 @@ class DatabaseFailureTests(FailureTestCase):
         """PostgreSQL restarted while clients send: no node crashes, what could
         not be stored is refused, never acknowledged and lost, and service
         resumes on its own within 10 s."""
-        cluster = Cluster(self, self.uri, "--node-lease", "15")
+        cluster = Cluster(self, self.uri, "--node-lease", "15", "--mailbox-share", "100")
         a, b = cluster.start(2)
         alice = self.line(a, "alice")
         bob = self.line(b, "bob")
