@@ -40,6 +40,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path[:0] = [str(BENCH), str(ROOT)]
 
+from open_limits import OPEN_LIMITS  # noqa: E402
 from run import build, free_port, raise_nofile  # noqa: E402
 from tests.pgserver import PostgresServer, unavailable  # noqa: E402
 
@@ -54,9 +55,7 @@ class Node:
             sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
             "-n", "--pidfile=", "--logfile", str(self.log), "chatd",
             "--port", f"tcp:{self.port}:interface=127.0.0.1:backlog=1024",
-            "--database", uri, "--max-connections", "5000",
-            "--max-connections-per-host", "5000", "--command-rate", "1000000",
-            "--command-burst", "1000000", *options,
+            "--database", uri, *OPEN_LIMITS, *options,
         ]
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.proc = subprocess.Popen(argv, env=env, cwd=workdir, preexec_fn=raise_nofile)
@@ -82,6 +81,21 @@ class Node:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def postgres_cpu() -> float:
+    """Seconds of CPU used so far by every PostgreSQL process on the machine."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, rest = text.split("(", 1)[1].rsplit(")", 1)
+        if name.startswith("postgres"):
+            fields = rest.split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def broadcast(a: Node, b: Node, receivers: int, messages: int) -> dict[str, object]:
@@ -194,7 +208,7 @@ def durable(a: Node, b: Node, clients: int, window: int, seconds: float) -> dict
         for _ in range(window):
             send(i)
     start = time.monotonic()
-    cpu_a, cpu_b, cpu_self = a.cpu(), b.cpu(), time.process_time()
+    cpu_a, cpu_b, cpu_self, cpu_pg = a.cpu(), b.cpu(), time.process_time(), postgres_cpu()
     end = start + seconds
     outstanding = clients * window
     while outstanding:
@@ -217,6 +231,7 @@ def durable(a: Node, b: Node, clients: int, window: int, seconds: float) -> dict
     elapsed = time.monotonic() - start
     cpu_a, cpu_b = a.cpu() - cpu_a, b.cpu() - cpu_b
     cpu_self = time.process_time() - cpu_self
+    cpu_pg = postgres_cpu() - cpu_pg
     stop.set()
     drainer.join(60)
     got = set(received)
@@ -241,6 +256,7 @@ def durable(a: Node, b: Node, clients: int, window: int, seconds: float) -> dict
             "node_a": round(100 * cpu_a / elapsed),
             "node_b": round(100 * cpu_b / elapsed),
             "clients": round(100 * cpu_self / elapsed),
+            "postgres": round(100 * cpu_pg / elapsed),
         },
     }
 
@@ -265,8 +281,8 @@ def main() -> None:
             )
             for x, y in runs:
                 uri = pg.new_database()
-                a = Node(workdir, uri, "a", "--mailbox-size", "10000")
-                b = Node(workdir, uri, "b", "--mailbox-size", "10000")
+                a = Node(workdir, uri, "a")
+                b = Node(workdir, uri, "b")
                 try:
                     if workload == "broadcast":
                         figures = broadcast(a, b, x, y)

@@ -193,16 +193,23 @@ WITH r AS (
     SELECT * FROM unnest(%(seqs)s::bigint[], %(senders)s::text[], %(keys)s::text[],
                          %(texts)s::text[])
         WITH ORDINALITY AS r(seq, sender, key, text, ord)
+), held AS (
+    -- Each receiver's mailbox read once, however many messages it gets.
+    SELECT m.receiver, m.sender_key, count(*) AS n FROM chatd_mail m
+    WHERE m.receiver IN (SELECT seq FROM r) GROUP BY m.receiver, m.sender_key
+), total AS (
+    SELECT receiver, sum(n) AS n FROM held GROUP BY receiver
 ), t AS (
     SELECT r.ord, r.seq, r.sender, r.key, r.text, u.kind,
            u.kind = 'b' AND (
-               (SELECT count(*) FROM chatd_mail m WHERE m.receiver = r.seq)
+               coalesce(total.n, 0)
                    + row_number() OVER (PARTITION BY r.seq ORDER BY r.ord) > %(size)s
-               OR (SELECT count(*) FROM chatd_mail m
-                   WHERE m.receiver = r.seq AND m.sender_key = r.key)
+               OR coalesce(held.n, 0)
                    + row_number() OVER (PARTITION BY r.seq, r.key ORDER BY r.ord) > %(share)s
            ) AS is_full
     FROM r LEFT JOIN chatd_users u ON u.seq = r.seq
+    LEFT JOIN total ON total.receiver = r.seq
+    LEFT JOIN held ON held.receiver = r.seq AND held.sender_key = r.key
 ), queued AS (
     INSERT INTO chatd_mail (receiver, sender, sender_key, text)
     SELECT seq, sender, key, text FROM t WHERE kind = 'b' AND NOT is_full ORDER BY ord
