@@ -205,3 +205,21 @@ class DeliveryTests(NodesTestCase):
                 t.join()
             got.extend(results[0] + results[1])
         self.assertEqual(sorted(text for _, text in got), sorted(f"t{i}" for i in range(sent)))
+
+    def test_mailbox_share_across_nodes(self) -> None:
+        """A sender's share of a mailbox holds when its sends arrive together
+        on one node and the mailbox's owner polls from another."""
+        from tests.support import command
+
+        sender = self.binary(self.a, "sender")
+        self.binary(self.b, "rcpt")
+        sender.sock.sendall(b"".join(command(b"send", b"rcpt", f"t{i}".encode()) for i in range(12)))
+        replies = [sender.frame() for _ in range(12)]
+        self.assertEqual(replies, ["Message added to storage!"] * 10 + ["Mailbox of 'rcpt' is full!"] * 2)
+        other = self.binary(self.a, "other")
+        self.assertEqual(other.ask(b"send", b"rcpt", b"fits"), "Message added to storage!")
+        poller = self.binary(self.b)
+        self.assertEqual(poller.ask(b"register", b"rcpt"), "Nice to see you, rcpt")
+        self.assertEqual(
+            poller.receive(), [("sender", f"t{i}") for i in range(10)] + [("other", "fits")]
+        )
