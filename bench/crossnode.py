@@ -98,12 +98,14 @@ def postgres_cpu() -> float:
     return total
 
 
-def broadcast(a: Node, b: Node, receivers: int, messages: int) -> dict[str, object]:
+def broadcast(
+    a: Node, b: Node, receivers: int, messages: int, window: int
+) -> dict[str, object]:
     loadgen = build()
     env = dict(os.environ, LOADGEN_SENDER_PORT=str(a.port))
     out = subprocess.run(
         [str(loadgen), "fanout", str(b.port), str(b.proc.pid), "120",
-         str(receivers + 1), "1", str(messages), "64"],
+         str(receivers + 1), "1", str(messages), str(window)],
         env=env, capture_output=True, text=True, timeout=150,
     )
     if out.returncode != 0:
@@ -277,15 +279,17 @@ def main() -> None:
         pg.start()
         for workload in workloads:
             runs = (
-                [(100, 20000), (500, 4000)] if workload == "broadcast" else [(32, 4)]
+                [(100, 20000, 64), (500, 4000, 64), (500, 4000, 16)]
+                if workload == "broadcast"
+                else [(32, 4, 0)]
             )
-            for x, y in runs:
+            for x, y, window in runs:
                 uri = pg.new_database()
                 a = Node(workdir, uri, "a")
                 b = Node(workdir, uri, "b")
                 try:
                     if workload == "broadcast":
-                        figures = broadcast(a, b, x, y)
+                        figures = broadcast(a, b, x, y, window)
                     else:
                         figures = durable(a, b, x, y, args.seconds)
                 finally:
