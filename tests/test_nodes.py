@@ -223,3 +223,30 @@ class DeliveryTests(NodesTestCase):
         self.assertEqual(
             poller.receive(), [("sender", f"t{i}") for i in range(10)] + [("other", "fits")]
         )
+
+
+class ThreeNodesTests(SynchronousTestCase):
+    def test_three_nodes(self) -> None:
+        """Three nodes: one namespace, and each message reaches the users of
+        the two other nodes once."""
+        require_postgres()
+        cluster = Cluster(self, pgserver.fresh_database())
+        ports = cluster.start(3)
+        users = []
+        for i, port in enumerate(ports):
+            client = LineClient(port, f"u{i}")
+            self.addCleanup(client.close)
+            users.append(client)
+        mail = BinaryClient(ports[2], "mail")
+        self.addCleanup(mail.close)
+        taken = LineClient(ports[1])
+        self.addCleanup(taken.close)
+        taken.say("!nick U0")
+        self.assertEqual(taken.expect(lambda l: l.startswith("!")), "!error name-taken u0 is taken")
+        self.assertEqual(mail.users(), ["u0", "u1", "u2", "mail"])
+        for i, client in enumerate(users):
+            client.say(f"!sendmsg from {i}")
+        for i, client in enumerate(users):
+            got = sorted(l for l in client.quiet(0.5) if l.startswith("!msg"))
+            self.assertEqual(got, [f"!msg u{j} from {j}" for j in range(3) if j != i])
+        self.assertEqual(sorted(mail.receive()), [(f"u{j}", f"from {j}") for j in range(3)])
