@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 from chatd import binwire
 from chatd.binwire import PREFIX_LENGTH as PREFIX
 from chatd.flood import FakeLag, HostBudgets, Later
-from chatd.hub import BinaryUser, Hub
+from chatd.hub import BinaryUser, Hub, HubSession
 from chatd.rules import (
     BadName,
     ChatError,
@@ -55,7 +55,7 @@ class _Refused(Exception):
     """A command failed in a way that ends the connection after one reply frame."""
 
 
-class BinaryProtocol(Protocol):
+class BinaryProtocol(HubSession, Protocol):
     """One ASVT-chat-protocol connection.
 
     The framing is that of Twisted's C{IntNStringReceiver} with a
@@ -341,15 +341,6 @@ class BinaryProtocol(Protocol):
                 "closing {peer}: {reason}", peer=self.transport.getPeer(), reason=reason.value
             )
         return binwire.frames(binwire.STORE_FAILED), True
-
-    def _close(self) -> None:
-        # What is held goes first: TLS drops what is written after the close.
-        self.hub.flush_to(self)
-        self.transport.loseConnection()
-
-    def deliver(self, data: bytes) -> None:
-        """Write to the client: every byte this connection sends passes here."""
-        self.transport.write(data)
 
     def _refuse(self, text: str) -> None:
         """Answer one frame, then close: the protocol's way to end a bad session."""

@@ -15,6 +15,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from chatd.deadline import cancelled
 from chatd.rules import Limits
 
 
@@ -121,9 +122,7 @@ class BoundedTransport:
         self._registered = False
 
     def _cancel_abort(self) -> None:
-        if self._abort is not None and self._abort.active():
-            self._abort.cancel()
-        self._abort = None
+        self._abort = cancelled(self._abort)
 
     def _unregister(self) -> None:
         if self._registered:

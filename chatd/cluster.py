@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatd import linewire
+from chatd.deadline import cancelled
 from chatd.hub import BinaryUser, Hub, LineUser, Session, User
 from chatd.postgres import Engine, Listener
 from chatd.rules import (
@@ -667,9 +668,7 @@ class Node(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        if self._tick is not None and self._tick.active():
-            self._tick.cancel()
-        self._tick = None
+        self._tick = cancelled(self._tick)
         d = self.engine.submit(Depart(self.hub.node))
         d.addErrback(lambda reason: None)
         d.addBoth(lambda _: self.reactor.callInThread(self.listener.stop))

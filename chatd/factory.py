@@ -35,8 +35,12 @@ def peer_host(transport: object) -> str:
     return str(getattr(peer, "host", None) or "local")
 
 
-class Session(TypingProtocol):
-    """What a connection needs of the protocol it hands its bytes to."""
+class Inner(TypingProtocol):
+    """What a connection needs of the protocol it hands its bytes to.
+
+    (Not the hub's L{chatd.hub.Session}, which is what the hub needs of a
+    connection it sends to.)
+    """
 
     user: User | None
     idle_timeout: float | None
@@ -56,7 +60,7 @@ class Sniffer(Protocol):
 
     def __init__(self, factory: ChatFactory) -> None:
         self.factory = factory
-        self.inner: Session | None = None
+        self.inner: Inner | None = None
         self.host = "local"
         self.served = False
         self.greeted = False
@@ -149,7 +153,7 @@ class Sniffer(Protocol):
             self.inner.connectionLost(reason)
         self.factory.forget(self)
 
-    def _start(self, inner: Session) -> None:
+    def _start(self, inner: Inner) -> None:
         self.inner = inner
         inner.makeConnection(self.bounded)
 
@@ -178,7 +182,7 @@ class ChatFactory(Factory):
     def buildProtocol(self, addr: IAddress) -> Protocol:
         return Sniffer(self)
 
-    def protocolFor(self, first: int, host: str) -> Session:
+    def protocolFor(self, first: int, host: str) -> Inner:
         if is_binary_start(first):
             return BinaryProtocol(self.hub, host, self.clock, self.broadcasts)
         return self.line_protocol(host)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import TracebackType
 from collections import Counter
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -30,6 +30,23 @@ class Session(Protocol):
 
     def deliver(self, data: bytes) -> None:
         """Write C{data}, encoded lines or frames, to the client."""
+
+
+class HubSession:
+    """The L{Session} both protocols are: where their bytes are written, and
+    how they close after what the hub holds for them."""
+
+    hub: Hub
+    transport: Any
+
+    def deliver(self, data: bytes) -> None:
+        """Write to the client: every byte this connection sends passes here."""
+        self.transport.write(data)
+
+    def _close(self) -> None:
+        # What is held goes first: TLS drops what is written after the close.
+        self.hub.flush_to(self)
+        self.transport.loseConnection()
 
 
 class User:

@@ -11,8 +11,9 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from chatd import linewire
+from chatd.deadline import cancelled
 from chatd.flood import FakeLag, HostBudgets, Later
-from chatd.hub import Hub, LineUser
+from chatd.hub import Hub, HubSession, LineUser
 from chatd.rules import BadArguments, ChatError, Ending, check_text
 from chatd.store import StoreFailed
 
@@ -23,7 +24,7 @@ COMMANDS = frozenset(
 _BEFORE_NICK = frozenset({"nick", "help", "quit"})
 
 
-class LineProtocol(LineReceiver):
+class LineProtocol(HubSession, LineReceiver):
     """One PyChat-protocol connection."""
 
     log = Logger()
@@ -62,9 +63,7 @@ class LineProtocol(LineReceiver):
             if len(self._buffer) > self.hub.limits.max_input_backlog:
                 self.end(Ending.FLOOD)
             return
-        if self._flush is not None and self._flush.active():
-            self._flush.cancel()
-        self._flush = None
+        self._flush = cancelled(self._flush)
         # A read with an LF in it shows a client that ends its lines: what
         # it has buffered is the head of a line, never a whole command.
         if not self._seen_lf and b"\n" in data:
@@ -130,9 +129,7 @@ class LineProtocol(LineReceiver):
         )
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        if self._flush is not None and self._flush.active():
-            self._flush.cancel()
-        self._flush = None
+        self._flush = cancelled(self._flush)
         self._gone = True
         self.lag.stop()
         self._leave()
@@ -143,18 +140,9 @@ class LineProtocol(LineReceiver):
 
     # Output
 
-    def deliver(self, data: bytes) -> None:
-        """Write to the client: every byte this connection sends passes here."""
-        self.transport.write(data)
-
     def _send(self, data: bytes) -> None:
         """Answer the client, in order with what the hub pushes it."""
         self.hub.send(self, data)
-
-    def _close(self) -> None:
-        # What is held goes first: TLS drops what is written after the close.
-        self.hub.flush_to(self)
-        self.transport.loseConnection()
 
     # Commands
 

@@ -29,6 +29,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReac
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from chatd.deadline import cancelled
 from chatd.store import StoreFailed, ThreadWorker
 
 CHANNEL = "chatd"
@@ -211,8 +212,7 @@ class Engine(Service):
 
     def _close(self) -> None:
         self._closed = True
-        if self._next is not None and self._next.active():
-            self._next.cancel()
+        self._next = cancelled(self._next)
         self._worker.run(self._disconnect)
         self._worker.stop()
 
