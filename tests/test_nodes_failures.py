@@ -61,6 +61,26 @@ class KilledNodeTests(FailureTestCase):
         self.assertEqual(back.receive(), [("mailer", text) for text in acked])
 
 
+class StoppedNodeTests(FailureTestCase):
+    def test_sigterm(self) -> None:
+        """A node stopped as Docker stops it: its line users are told, and the
+        others see them leave at once, not a lease later."""
+        require_postgres()
+        cluster = Cluster(self, pgserver.fresh_database(), "--node-lease", "60")
+        a, b = cluster.start(2)
+        watcher = self.line(b, "watcher")
+        leaving = self.line(a, "leaving")
+        stopped = time.monotonic()
+        log = cluster.nodes[0].stop()
+        self.assertEqual(
+            leaving.expect(lambda l: l.startswith("!error")),
+            "!error server-shutdown the server is shutting down",
+        )
+        watcher.expect(lambda l: l == "!left leaving")
+        self.assertLess(time.monotonic() - stopped, 10, log)
+        self.line(b, "leaving")
+
+
 class DatabaseFailureTests(FailureTestCase):
     def setUp(self) -> None:
         require_postgres()
