@@ -174,61 +174,54 @@ class SayAll(_Op):
         return full, [["m", self.seq, self.name, self.text]]
 
 
-# One round trip: find the receiver, and queue mail if it is a binary user with room.
-_MAIL_TO = f"""
-WITH t AS (
-    SELECT seq, kind, name, kind = 'b' AND ({_NO_ROOM}) AS is_full
-    FROM chatd_users u WHERE seq = %(seq)s
-), queued AS (
-    INSERT INTO chatd_mail (receiver, sender, sender_key, text)
-    SELECT seq, %(sender)s, %(key)s, %(text)s FROM t WHERE kind = 'b' AND NOT is_full
-)
-SELECT kind, is_full, name FROM t
-"""
-
-# The same for a run of messages in one statement: a receiver getting
-# several is full from the one that would pass the mailbox size or the
-# sender's share of it.
+# Messages to users by name, in one statement: the receiver is found in the
+# database (another node's new user may not be in this node's copy yet), and
+# mail queued for a binary user with room. A receiver getting several is
+# full from the one that would pass the mailbox size or the sender's share.
 _MAIL_MANY = """
 WITH r AS (
-    SELECT * FROM unnest(%(seqs)s::bigint[], %(senders)s::text[], %(keys)s::text[],
+    SELECT * FROM unnest(%(folded)s::text[], %(senders)s::text[], %(keys)s::text[],
                          %(texts)s::text[])
-        WITH ORDINALITY AS r(seq, sender, key, text, ord)
+        WITH ORDINALITY AS r(folded, sender, key, text, ord)
+), ru AS (
+    SELECT r.*, u.seq, u.kind, u.name FROM r LEFT JOIN chatd_users u ON u.folded = r.folded
 ), held AS (
     -- Each receiver's mailbox read once, however many messages it gets.
     SELECT m.receiver, m.sender_key, count(*) AS n FROM chatd_mail m
-    WHERE m.receiver IN (SELECT seq FROM r) GROUP BY m.receiver, m.sender_key
+    WHERE m.receiver IN (SELECT seq FROM ru) GROUP BY m.receiver, m.sender_key
 ), total AS (
     SELECT receiver, sum(n) AS n FROM held GROUP BY receiver
 ), t AS (
-    SELECT r.ord, r.seq, r.sender, r.key, r.text, u.kind,
-           u.kind = 'b' AND (
+    SELECT ru.ord, ru.seq, ru.sender, ru.key, ru.text, ru.kind, ru.name,
+           ru.kind = 'b' AND (
                coalesce(total.n, 0)
-                   + row_number() OVER (PARTITION BY r.seq ORDER BY r.ord) > %(size)s
+                   + row_number() OVER (PARTITION BY ru.seq ORDER BY ru.ord) > %(size)s
                OR coalesce(held.n, 0)
-                   + row_number() OVER (PARTITION BY r.seq, r.key ORDER BY r.ord) > %(share)s
+                   + row_number() OVER (PARTITION BY ru.seq, ru.key ORDER BY ru.ord) > %(share)s
            ) AS is_full
-    FROM r LEFT JOIN chatd_users u ON u.seq = r.seq
-    LEFT JOIN total ON total.receiver = r.seq
-    LEFT JOIN held ON held.receiver = r.seq AND held.sender_key = r.key
+    FROM ru
+    LEFT JOIN total ON total.receiver = ru.seq
+    LEFT JOIN held ON held.receiver = ru.seq AND held.sender_key = ru.key
 ), queued AS (
     INSERT INTO chatd_mail (receiver, sender, sender_key, text)
     SELECT seq, sender, key, text FROM t WHERE kind = 'b' AND NOT is_full ORDER BY ord
 )
-SELECT ord, kind, is_full FROM t ORDER BY ord
+SELECT ord, seq, kind, is_full, name FROM t ORDER BY ord
 """
 
 
 class SayTo(_Op):
-    def __init__(self, sender: str, seq: int, text: str, limits: Limits) -> None:
-        self.sender, self.seq, self.text, self.limits = sender, seq, text, limits
+    """A message to one user by name: pushed to a line user, or mailed."""
+
+    def __init__(self, receiver: str, sender: str, text: str, limits: Limits) -> None:
+        self.folded, self.sender, self.text, self.limits = fold(receiver), sender, text, limits
 
     @staticmethod
     def run_many(cursor: Any, ops: list[SayTo]) -> list[tuple[Any, list[Any]]]:
         rows = cursor.execute(
             _MAIL_MANY,
             {
-                "seqs": [op.seq for op in ops],
+                "folded": [op.folded for op in ops],
                 "senders": [op.sender for op in ops],
                 "keys": [fold(op.sender) for op in ops],
                 "texts": [op.text for op in ops],
@@ -237,13 +230,13 @@ class SayTo(_Op):
             },
         ).fetchall()
         out: list[tuple[Any, list[Any]]] = []
-        for op, (_, kind, full) in zip(ops, rows):
+        for op, (_, seq, kind, full, name) in zip(ops, rows):
             if kind is None:
-                out.append(("none", []))
+                out.append((("none", None), []))
             elif kind == "l":
-                out.append(("ok", [["t", op.seq, op.sender, op.text]]))
+                out.append((("ok", name), [["t", seq, op.sender, op.text]]))
             else:
-                out.append((("full" if full else "ok"), []))
+                out.append(((("full" if full else "ok"), name), []))
         return out
 
     def run(self, cursor: Any) -> tuple[Any, list[Any]]:
@@ -251,31 +244,32 @@ class SayTo(_Op):
 
 
 class Poke(_Op):
-    def __init__(self, poker: str, seq: int, poked: str, limits: Limits) -> None:
-        self.poker, self.seq, self.limits = poker, seq, limits
-        self.text = linewire.poke(poker, poked)
+    """A poke by name: shown to every line user; a binary user gets it as mail."""
 
-    def start(self, db: Any) -> Any:
-        cursor = db.cursor()
-        cursor.execute(
-            _MAIL_TO,
-            {
-                "seq": self.seq, "sender": self.poker, "key": fold(self.poker),
-                "text": self.text, "size": self.limits.mailbox_size,
-                "share": self.limits.mailbox_share,
-            },
-        )
-        return cursor
-
-    def finish(self, cursor: Any) -> tuple[Any, list[Any]]:
-        row = cursor.fetchone()
-        if row is None:
-            return "none", []
-        kind, full, _ = row
-        return ("full" if full else "ok"), [["p", self.text]]
+    def __init__(self, poked: str, poker: str, limits: Limits) -> None:
+        self.folded, self.poker, self.limits = fold(poked), poker, limits
 
     def run(self, cursor: Any) -> tuple[Any, list[Any]]:
-        raise NotImplementedError("started and finished")
+        params = {
+            "folded": self.folded, "key": fold(self.poker),
+            "size": self.limits.mailbox_size, "share": self.limits.mailbox_share,
+        }
+        row = cursor.execute(
+            f"SELECT seq, kind, name, kind = 'b' AND ({_NO_ROOM}) FROM chatd_users u"
+            " WHERE folded = %(folded)s",
+            params,
+        ).fetchone()
+        if row is None:
+            return ("none", None), []
+        seq, kind, name, full = row
+        text = linewire.poke(self.poker, name)
+        if kind == "b" and not full:
+            cursor.execute(
+                "INSERT INTO chatd_mail (receiver, sender, sender_key, text)"
+                " VALUES (%s, %s, %s, %s)",
+                (seq, self.poker, fold(self.poker), text),
+            )
+        return (("full" if full else "ok"), name), [["p", text]]
 
 
 class TakeMail(_Op):
@@ -379,25 +373,22 @@ class ClusterHub(Hub):
 
     def join_line(self, name: str, session: Session) -> Deferred[LineUser]:  # type: ignore[override]
         check_name(name, self.limits)
-        self._claim(name, None)
+        # Claimed in the database alone: this node's copy may still show a
+        # name another node has just freed.
         return self._join(session, JoinLine(name, self.node, self._req()), name)
 
     def register(self, name: str, host: str) -> Deferred[tuple[BinaryUser, bool]]:  # type: ignore[override]
         check_name(name, self.limits)
-        holder = self.find(name)
-        if holder is not None and not (isinstance(holder, BinaryUser) and holder.host == host):
-            raise NameTaken(f"{holder.name} is taken")
         return self._join(None, Register(name, host, self.node, self._req(), self.limits), name)
 
     def rename(self, user: LineUser, new: str) -> Deferred[None]:  # type: ignore[override]
         check_name(new, self.limits)
-        self._claim(new, user)
 
         def renamed(done: Any) -> None:
             if done is not True:
                 raise NameTaken(f"{done[1]} is taken")
 
-        return self._submit(Rename(self._seqs[user], new)).addCallback(renamed)
+        return self._submit(Rename, user, new).addCallback(renamed)
 
     def leave(self, user: User) -> Deferred[None] | None:  # type: ignore[override]
         if not self.is_current(user):
@@ -414,24 +405,27 @@ class ClusterHub(Hub):
 
     def say_all(self, sender: User, text: str) -> Deferred[None]:  # type: ignore[override]
         mail = any(user is not sender for user in self._binary_users)
-        op = SayAll(self._seqs[sender], sender.name, text, mail, self.limits)
-        return self._submit(op).addCallback(self._full_news, fold(sender.name))
+        return self._submit(SayAll, sender, sender.name, text, mail, self.limits).addCallback(
+            self._full_news, fold(sender.name)
+        )
 
     def say_to(self, sender: User, receiver: str, text: str) -> Deferred[None]:  # type: ignore[override]
-        target = self._lookup(receiver)
-        op = SayTo(sender.name, self._seqs[target], text, self.limits)
-        return self._submit(op).addCallback(_outcome, receiver, target.name)
+        # Found by the database, not this node's copy: a user another node
+        # has just acknowledged may not have reached it yet.
+        return self._submit(SayTo, None, receiver, sender.name, text, self.limits).addCallback(
+            _outcome, receiver
+        )
 
     def poke(self, poker: User, poked: str) -> Deferred[None]:  # type: ignore[override]
-        target = self._lookup(poked)
-        op = Poke(poker.name, self._seqs[target], target.name, self.limits)
-        return self._submit(op).addCallback(_outcome, poked, target.name)
+        return self._submit(Poke, None, poked, poker.name, self.limits).addCallback(
+            _outcome, poked
+        )
 
     def current_names(self) -> Deferred[list[str]]:  # type: ignore[override]
         """Asked of the database, not of this node's replica: a user another
         node has just acknowledged is listed even if its event is still on
         its way here. Without the database, this node's copy answers."""
-        return self._submit(ListUsers()).addErrback(self._replica_names)
+        return self._submit(ListUsers, None).addErrback(self._replica_names)
 
     def _replica_names(self, reason: Failure) -> list[str]:
         reason.trap(StoreFailed)
@@ -446,7 +440,7 @@ class ClusterHub(Hub):
         # Senders of broadcasts are told of a full mailbox again once it was
         # emptied (this node remembers whom it told).
         user.told = None
-        return self._submit(TakeMail(self._seqs[user]))
+        return self._submit(TakeMail, user)
 
     def _full_news(self, full: list[str], sender: str) -> None:
         """Fair mail: name each full mailbox to a broadcast's sender once, as on one node."""
@@ -503,10 +497,17 @@ class ClusterHub(Hub):
     def _req(self) -> int:
         return next(self._reqs)
 
-    def _submit(self, op: Any) -> Deferred[Any]:
+    def _submit(self, kind: Any, user: User | None, *args: Any) -> Deferred[Any]:
+        """Submit the op C{kind} about C{user}, whose row's key is its first argument."""
         if self.cut_off:
             return fail(StoreFailed("this node has lost its lease"))
-        return self.engine.submit(op)
+        if user is None:
+            return self.engine.submit(kind(*args))
+        seq = self._seqs.get(user)
+        if seq is None:
+            # Taken away by another node while this command was on its way.
+            return fail(StoreFailed(f"{user.name} no longer holds its name"))
+        return self.engine.submit(kind(seq, *args))
 
     def _join(self, session: Session | None, op: JoinLine | Register, name: str) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
@@ -628,11 +629,12 @@ class ClusterHub(Hub):
         del self._line_sessions[session]
 
 
-def _outcome(result: str, asked: str, name: str) -> None:
-    if result == "none":
+def _outcome(result: tuple[str, str | None], asked: str) -> None:
+    outcome, name = result
+    if outcome == "none":
         raise NoSuchUser(f"nobody is called {asked}")
-    if result == "full":
-        raise MailboxFull([name])
+    if outcome == "full":
+        raise MailboxFull([name or asked])
 
 
 def _refusal(result: Any, name: str) -> Exception:
@@ -654,7 +656,7 @@ class Node(Service):
         self.engine = engine
         self.reactor = reactor
         self.lease = lease
-        self.listener = Listener(engine.uri, reactor, hub.snapshot, hub.receive, self._unheard)
+        self.listener = Listener(engine.uri, reactor, hub.snapshot, hub.receive)
         self._tick: IDelayedCall | None = None
         # When the last renewal that went through was sent.
         self._renewed = 0.0
@@ -705,9 +707,6 @@ class Node(Service):
             )
             self.hub.cut_off = True
             self.hub.drop_local()
-
-    def _unheard(self) -> None:
-        """The listening connection dropped: it reconnects on its own."""
 
 
 def new_node_id() -> str:

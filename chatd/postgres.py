@@ -386,13 +386,11 @@ class Listener:
         reactor: IReactorFromThreads,
         snapshot: Callable[[list[tuple[Any, ...]]], None],
         events: Callable[[list[Any]], None],
-        lost: Callable[[], None],
     ) -> None:
         self.uri = uri
         self._reactor = reactor
         self._snapshot = snapshot
         self._events = events
-        self._lost = lost
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="chatd-listen", daemon=True)
 
@@ -410,7 +408,6 @@ class Listener:
                 self._listen()
                 delay = 0.1
             except Exception as e:
-                self._reactor.callFromThread(self._lost)
                 self._reactor.callFromThread(
                     self.log.warn, "listening to the database: {reason}", reason=reason(e)
                 )

@@ -111,6 +111,18 @@ class NamespaceTests(NodesTestCase):
             self.assertEqual(sorted(won), [False, True], f"round {round}: {answers}")
 
 
+    def test_name_freed_elsewhere_at_once(self) -> None:
+        """A name given up on one node may be taken on another at once."""
+        for round in range(10):
+            name = f"free{round}"
+            holder = self.line(self.a, name)
+            holder.say("!quit")
+            self.assertEqual(holder.line(), "")
+            self.line(self.b, name).close()
+            binary = self.binary(self.b, name + "b")
+            self.assertEqual(binary.ask(b"logout"), "U've been successfully logouted")
+            self.line(self.a, name + "b").close()
+
 class DeliveryTests(NodesTestCase):
     def test_announcements_cross(self) -> None:
         """!joined, !changenickname and !left reach line users on the other node once."""
@@ -250,3 +262,4 @@ class ThreeNodesTests(SynchronousTestCase):
             got = sorted(l for l in client.quiet(0.5) if l.startswith("!msg"))
             self.assertEqual(got, [f"!msg u{j} from {j}" for j in range(3) if j != i])
         self.assertEqual(sorted(mail.receive()), [(f"u{j}", f"from {j}") for j in range(3)])
+
