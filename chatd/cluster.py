@@ -9,10 +9,12 @@ in the order PostgreSQL delivers them, which is the order of the commits:
 so every node sees the same arrivals, departures and messages in the same
 order, and each reaches a user once, from the node it is connected to.
 
-A node holds a lease: a row it renews every third of C{--node-lease}. The
-others take a dead node's line users away once its lease has run out; a node
-that has not renewed for two thirds of its lease drops its own line users,
-so that no name is ever held twice.
+A node holds a lease: a row it renews every fifth of C{--node-lease}
+(L{RENEW}). The others take a dead node's line users away once it has not
+renewed for three quarters of its lease (L{EXPIRE}), so within the lease
+however the renewals fall; a node that has not renewed for three fifths of
+its lease (L{CUT_OFF}) drops its own line users first, so that no name is
+ever held twice.
 """
 
 from __future__ import annotations
@@ -43,6 +45,16 @@ from chatd.rules import (
     fold,
 )
 from chatd.store import Mail, StoreFailed
+
+
+# Fractions of --node-lease: how often a node renews its lease, after how
+# long without a renewal it drops its own line users, and after how long the
+# others take them away. CUT_OFF < EXPIRE: a node cut off lets its users go
+# before anyone else may; EXPIRE + RENEW < 1: the others notice a dead node
+# within its lease.
+RENEW = 0.2
+CUT_OFF = 0.6
+EXPIRE = 0.75
 
 
 class RemoteUser(User):
@@ -315,7 +327,8 @@ class Renew(_Op):
                 "INSERT INTO chatd_nodes (id, lease) VALUES (%s, %s)", (self.node, self.lease)
             )
         cursor.execute(
-            "DELETE FROM chatd_nodes WHERE renewed < now() - lease * interval '1 second'"
+            "DELETE FROM chatd_nodes WHERE renewed < now() - lease * %s * interval '1 second'",
+            (EXPIRE,),
         )
         gone = cursor.execute(
             "DELETE FROM chatd_users u WHERE kind = 'l' AND NOT EXISTS"
@@ -677,9 +690,9 @@ class Node(Service):
         return d
 
     def _renew(self) -> None:
-        self._tick = self.reactor.callLater(self.lease / 3, self._renew)
+        self._tick = self.reactor.callLater(self.lease * RENEW, self._renew)
         sent = self.reactor.seconds()
-        if sent - self._renewed > self.lease * 2 / 3:
+        if sent - self._renewed > self.lease * CUT_OFF:
             self._cut_off()
         self.engine.submit(Renew(self.hub.node, self.lease)).addCallbacks(
             self._held, self._failed, (sent,)
@@ -696,14 +709,14 @@ class Node(Service):
             self.log.info("the database is back: this node serves again")
 
     def _failed(self, reason: Failure) -> None:
-        if self.reactor.seconds() - self._renewed > self.lease * 2 / 3:
+        if self.reactor.seconds() - self._renewed > self.lease * CUT_OFF:
             self._cut_off()
 
     def _cut_off(self) -> None:
         if not self.hub.cut_off:
             self.log.error(
                 "no contact with the database for {lease:.1f} s: dropping this node's line users",
-                lease=self.lease * 2 / 3,
+                lease=self.lease * CUT_OFF,
             )
             self.hub.cut_off = True
             self.hub.drop_local()

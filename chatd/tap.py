@@ -84,8 +84,9 @@ class Options(usage.Options):
          "(postgresql://USER:PASSWORD@HOST:PORT/DB): every chatd given the same "
          "one is a node of one server. Without it all lives in memory only."],
         ["node-lease", None, 10.0,
-         "With a PostgreSQL --database: seconds after which a node that stopped "
-         "renewing its lease loses its line users.", float],
+         "With a PostgreSQL --database: seconds within which a dead node's line "
+         "users are freed; a node cut off from the database drops its own after "
+         "three fifths of it.", float],
     ]
 
     def __init__(self) -> None:

@@ -52,7 +52,8 @@ class KilledNodeTests(FailureTestCase):
         killed = time.monotonic()
         cluster.nodes[0].kill()
         watcher.expect(lambda l: l == "!left doomed", timeout=LEASE * 3)
-        self.assertLess(time.monotonic() - killed, LEASE * 3)
+        # Within the lease (and a little, for a machine under load).
+        self.assertLess(time.monotonic() - killed, LEASE + 0.5)
         watcher.say("!users")
         self.assertEqual(watcher.expect(lambda l: l.startswith("!users")), "!users 2 watcher mailer")
         self.line(b, "doomed")
