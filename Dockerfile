@@ -21,7 +21,7 @@ RUN python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(I
 VOLUME /data
 USER chatd
 WORKDIR /home/chatd
-EXPOSE 5000 31337
+EXPOSE 5000 31337 8080
 # Exec form: twistd is PID 1 and gets Docker's SIGTERM itself, and stops well
 # within the 10 s grace period. -n keeps it in the foreground, logging to
 # stdout; an empty --pidfile leaves no stale pid file to block a restart.

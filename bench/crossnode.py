@@ -54,7 +54,7 @@ class Node:
         argv = [
             sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
             "-n", "--pidfile=", "--logfile", str(self.log), "chatd",
-            "--port", f"tcp:{self.port}:interface=127.0.0.1:backlog=1024",
+            "--port", f"tcp:{self.port}:interface=127.0.0.1:backlog=1024", "--no-web",
             "--database", uri, *OPEN_LIMITS, *options,
         ]
         env = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -62,7 +62,7 @@ def serve(port: int, database: str | None) -> None:
 
     from chatd.tap import Options, makeService
 
-    args = ["--port", f"tcp:{port}:interface=127.0.0.1", *OPEN_LIMITS]
+    args = ["--port", f"tcp:{port}:interface=127.0.0.1", "--no-web", *OPEN_LIMITS]
     if database is not None:
         args += ["--database", database]
     config = Options()

@@ -417,7 +417,7 @@ def free_port() -> int:
 def start_server(port: int, log: str, extra: list[str]) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
             "-n", "--pidfile=", f"--logfile={log}", "chatd",
-            "--port", f"tcp:{port}:interface={HOST}", *extra]  # fmt: skip
+            "--port", f"tcp:{port}:interface={HOST}", "--no-web", *extra]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": CHECKOUT}
     server = subprocess.Popen(argv, env=env, cwd=CHECKOUT)
     deadline = time.monotonic() + 15

@@ -9,6 +9,10 @@
  *   loadgen idle    PORT SERVER_PID TIMEOUT CLIENTS
  *   loadgen join    PORT SERVER_PID TIMEOUT CLIENTS
  *   loadgen cross   PORT SERVER_PID TIMEOUT LINE SENDERS BINARY MESSAGES WINDOW
+ *   loadgen ws-fanout, ws-idle ...: the same over chatd's WebSocket (PORT its
+ *     web port): each client upgrades GET /ws, waits for the 101, then sends
+ *     each line (or each binary command) as one masked WebSocket message and
+ *     reads the server's messages, a line each (or binary frames).
  *
  * Each prints one JSON object on one line. A message text carries its
  * sender's sequence number and the CLOCK_MONOTONIC time it was sent, so
@@ -55,7 +59,12 @@ typedef struct conn {
     int batch;               /* messages in the current receive's reply */
     long commands, rounds;
     double t_cmd, poll_at;
+    /* WebSocket clients */
+    int ws_open;             /* the server's 101 has come */
+    void (*ws_hello)(struct conn *);  /* said once it has */
 } conn;
+
+static int use_ws;           /* every client speaks over WebSocket */
 
 static int ep, port, server_pid, nsenders;
 /* Several nodes: the senders connect here (LOADGEN_SENDER_PORT), the rest to port. */
@@ -201,6 +210,28 @@ static void put(conn *c, const void *data, size_t len) {
     c->out_len += len;
 }
 
+/* One client-to-server WebSocket message: FIN, OPCODE, masked with the key
+   0 (a valid key that leaves the payload as it is, so masking costs nothing). */
+static void put_ws(conn *c, int opcode, const void *data, size_t len) {
+    unsigned char head[14];
+    size_t h = 0;
+    head[h++] = 0x80 | opcode;
+    if (len < 126) {
+        head[h++] = 0x80 | len;
+    } else if (len < 65536) {
+        head[h++] = 0x80 | 126;
+        head[h++] = len >> 8;
+        head[h++] = len & 0xff;
+    } else {
+        head[h++] = 0x80 | 127;
+        for (int i = 7; i >= 0; i--) head[h++] = (uint64_t)len >> (8 * i);
+    }
+    memset(head + h, 0, 4);
+    h += 4;
+    put(c, head, h);
+    put(c, data, len);
+}
+
 /* One line, one send(), as an interactive client sends it. */
 static void send_line(conn *c, const char *fmt, ...) {
     char buf[512];
@@ -208,25 +239,89 @@ static void send_line(conn *c, const char *fmt, ...) {
     va_start(ap, fmt);
     int n = vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    put(c, buf, n);
+    if (use_ws) put_ws(c, 1, buf, n > 0 && buf[n - 1] == '\n' ? n - 1 : n);
+    else put(c, buf, n);
     flush_out(c);
 }
 
 /* One binary command: its frames back to back in one send(). */
 static void send_command(conn *c, int expect, int nframes, ...) {
+    char buf[512];
+    size_t n = 0;
     va_list ap;
     va_start(ap, nframes);
     for (int i = 0; i < nframes; i++) {
         const char *s = va_arg(ap, const char *);
         uint32_t len = strlen(s);
-        put(c, &len, 4);
-        put(c, s, len);
+        if (n + 4 + len > sizeof buf) die("command too long");
+        memcpy(buf + n, &len, 4);
+        memcpy(buf + n + 4, s, len);
+        n += 4 + len;
     }
     va_end(ap);
+    if (use_ws) put_ws(c, 2, buf, n);
+    else put(c, buf, n);
     c->expect = expect;
     c->commands++;
     c->t_cmd = now();
     flush_out(c);
+}
+
+static void binary_frames(conn *c, char *data, size_t len) {
+    size_t pos = 0;
+    while (len - pos >= 4) {
+        uint32_t n;
+        memcpy(&n, data + pos, 4);
+        if (len - pos - 4 < n) {
+            note_error("client %d: a reply split across messages", c->idx);
+            return;
+        }
+        char save = data[pos + 4 + n];
+        data[pos + 4 + n] = 0;
+        on_frame(c, data + pos + 4, n);
+        data[pos + 4 + n] = save;
+        pos += 4 + n;
+    }
+}
+
+/* The server's 101, then its messages: unmasked, whole (FIN) frames. */
+static size_t read_ws(conn *c) {
+    size_t pos = 0;
+    if (!c->ws_open) {
+        char *end = memmem(c->in, c->in_len, "\r\n\r\n", 4);
+        if (!end) return 0;
+        if (strncmp(c->in, "HTTP/1.1 101", 12)) die("client %d: no upgrade: %.60s", c->idx, c->in);
+        c->ws_open = 1;
+        pos = end + 4 - c->in;
+        c->ws_hello(c);
+    }
+    while (c->in_len - pos >= 2) {
+        unsigned char *h = (unsigned char *)c->in + pos;
+        int opcode = h[0] & 0x0f;
+        uint64_t len = h[1] & 0x7f;
+        size_t head = 2;
+        if (len == 126) {
+            if (c->in_len - pos < 4) break;
+            len = (h[2] << 8) | h[3];
+            head = 4;
+        } else if (len == 127) {
+            if (c->in_len - pos < 10) break;
+            len = 0;
+            for (int i = 0; i < 8; i++) len = (len << 8) | h[2 + i];
+            head = 10;
+        }
+        if (c->in_len - pos - head < len) break;
+        char *data = c->in + pos + head;
+        /* read_conn's buffer always has room for this terminating NUL. */
+        char save = data[len];
+        data[len] = 0;
+        if (opcode == 1) on_line(c, data, len);
+        else if (opcode == 2) binary_frames(c, data, len);
+        else if (opcode == 8) note_error("client %d: the server closed the WebSocket", c->idx);
+        data[len] = save;
+        pos += head + len;
+    }
+    return pos;
 }
 
 static void read_conn(conn *c) {
@@ -241,7 +336,9 @@ static void read_conn(conn *c) {
     c->in_len += n;
     t_read = now();              /* once a read, not once a line: it is cheaper */
     size_t pos = 0;
-    if (c->kind == LINE) {
+    if (use_ws) {
+        pos = read_ws(c);
+    } else if (c->kind == LINE) {
         char *nl;
         while ((nl = memchr(c->in + pos, '\n', c->in_len - pos))) {
             *nl = 0;
@@ -311,7 +408,19 @@ static void open_clients(int first, int n, enum kind kind, void (*hello)(conn *)
             fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
             struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
             epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
-            hello(c);
+            if (use_ws) {
+                /* Say hello once the upgrade is answered, as RFC 6455 4.1 requires. */
+                char req[256];
+                int n = snprintf(req, sizeof req,
+                    "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n", port);
+                c->ws_hello = hello;
+                put(c, req, n);
+                flush_out(c);
+            } else {
+                hello(c);
+            }
         }
         wait_lo = &conns[lo];
         wait_hi = &conns[hi];
@@ -488,8 +597,8 @@ static void fanout(int argc, char **argv) {
         got += conns[i].msgs;
         if (conns[i].msgs < want) lost += want - conns[i].msgs;
     }
-    printf("{\"workload\": \"fanout\", \"clients\": %d, \"senders\": %d, \"messages\": %ld, "
-           "\"window\": %ld, ", n, k, k * messages, window);
+    printf("{\"workload\": \"%sfanout\", \"clients\": %d, \"senders\": %d, \"messages\": %ld, "
+           "\"window\": %ld, ", use_ws ? "ws-" : "", n, k, k * messages, window);
     print_rates("deliveries", got, secs, cs, ss, cg);
     printf(", \"lost\": %ld", lost);
     print_latency();
@@ -603,9 +712,9 @@ static void idle(int argc, char **argv) {
     double secs = now() - t0;
     usleep(500000);
     long rss = server_kb("VmRSS");
-    printf("{\"workload\": \"idle\", \"connections\": %d, \"open_seconds\": %.3f, "
+    printf("{\"workload\": \"%sidle\", \"connections\": %d, \"open_seconds\": %.3f, "
            "\"rss_before_kb\": %ld, \"rss_after_kb\": %ld, \"bytes_per_connection\": %.0f",
-           n, secs, base, rss, (rss - base) * 1024.0 / n);
+           use_ws ? "ws-" : "", n, secs, base, rss, (rss - base) * 1024.0 / n);
     print_errors();
     printf("}\n");
 }
@@ -687,6 +796,7 @@ int main(int argc, char **argv) {
     if ((ep = epoll_create1(0)) < 0) die("epoll_create1");
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char *w = argv[1];
+    if (!strncmp(w, "ws-", 3)) use_ws = 1, w += 3;
     argc -= 5, argv += 5;
     if (!strcmp(w, "fanout")) fanout(argc, argv);
     else if (!strcmp(w, "join")) join(argc, argv);

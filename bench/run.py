@@ -5,6 +5,7 @@
     python3 bench/run.py fanout mailbox       # some of them
     python3 bench/run.py fanout --profile py-spy   # and profile the server
     python3 bench/run.py mailbox --repeat 5 --against /tmp/base   # before/after
+    python3 bench/run.py ws-fanout ws-idle --repeat 3   # WebSocket beside TCP
 
 Each run starts a fresh server (twistd, pinned to core 0 with taskset where
 it exists) and the load generator (pinned to core 1), then prints ONE JSON
@@ -47,6 +48,9 @@ RUNS: dict[str, list[tuple[list[str], float]]] = {
     "mailbox": [(["50", "50"], 60), (["50", "500"], 120)],
     # CLIENTS
     "idle": [(["10000"], 180)],
+    # The same over the WebSocket of --web, beside the TCP figures above.
+    "ws-fanout": [(["1000", "1", "2000", "64"], 120)],
+    "ws-idle": [(["10000"], 240)],
     # CLIENTS
     "join": [(["1000"], 120), (["5000"], 300)],
     # LINE SENDERS BINARY MESSAGES(each) WINDOW
@@ -121,6 +125,11 @@ class Server:
         # The default listen queue (50) is too short for thousands of connects.
         endpoint = f"tcp:{self.port}:interface=127.0.0.1:backlog=1024"
         argv += ["chatd", "--port", endpoint, *open_limits(tree)]
+        self.web_port = None
+        if (tree / "chatd" / "websocket.py").exists():
+            # A tree with the web page serves it here: the ws- workloads' port.
+            self.web_port = free_port()
+            argv += ["--web", f"tcp:{self.web_port}:interface=127.0.0.1:backlog=1024"]
         env = dict(os.environ, PYTHONPATH=str(tree))
         self.proc = subprocess.Popen(
             pinned(0, argv), env=env, cwd=workdir, preexec_fn=raise_nofile
@@ -189,7 +198,12 @@ def run_one(loadgen: Path, workload: str, args: list[str], timeout: float,
     with tempfile.TemporaryDirectory(prefix="chatd-bench-") as tmp:
         server = Server(Path(tmp), profile, tree)
         try:
-            argv = [str(loadgen), workload, str(server.port), str(server.proc.pid),
+            port = server.port
+            if workload.startswith("ws-"):
+                if server.web_port is None:
+                    return {"workload": workload, "error": f"{tree} serves no WebSocket"}
+                port = server.web_port
+            argv = [str(loadgen), workload, str(port), str(server.proc.pid),
                     str(timeout), *args]
             try:
                 done = subprocess.run(pinned(1, argv), capture_output=True, text=True,
@@ -228,6 +242,20 @@ def compare(workload: str, args: list[str], runs: dict[str, list[dict]]) -> dict
             "ratio": round(this / base, 3) if this and base else None}
 
 
+def per_cpu(runs: dict[str, list[dict]]) -> dict:
+    """Medians of work per server CPU second, and their ratio: on a busy
+    machine, where the server gets a varying share of its core, the steadier figure."""
+    medians = {}
+    for label, figures in runs.items():
+        values = [v for f in figures for k, v in f.items() if k.endswith("_per_server_cpu_s")]
+        medians[label] = statistics.median(values) if values else None
+    this, base = medians.get("this"), medians.get("against")
+    if not this or not base:
+        return {}
+    return {"per_cpu_median_tcp": base, "per_cpu_median_ws": this,
+            "per_cpu_ratio": round(this / base, 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workloads", nargs="*", choices=[*RUNS, []], metavar="workload",
@@ -251,18 +279,30 @@ def main() -> None:
     raise_nofile()
     loadgen = build()
     for workload in options.workloads or RUNS:
+        # A WebSocket workload runs turn about with its TCP twin, same arguments.
+        kinds = [workload[3:], workload] if workload.startswith("ws-") else [workload]
         for args, timeout in RUNS[workload]:
-            runs: dict[str, list[dict]] = {label: [] for label in trees}
+            runs = {kind: {label: [] for label in trees} for kind in kinds}
             for _ in range(options.repeat):
-                for label, tree in trees.items():
-                    figures = run_one(loadgen, workload, args, timeout, options.profile,
-                                      options.top, tree)
-                    if options.against is not None:
-                        figures["tree"] = label
-                    runs[label].append(figures)
-                    print(json.dumps(figures), flush=True)
+                for kind in kinds:
+                    for label, tree in trees.items():
+                        figures = run_one(loadgen, kind, args, timeout, options.profile,
+                                          options.top, tree)
+                        if options.against is not None:
+                            figures["tree"] = label
+                        runs[kind][label].append(figures)
+                        print(json.dumps(figures), flush=True)
             if options.against is not None:
-                print(json.dumps(compare(workload, args, runs)), flush=True)
+                for kind in kinds:
+                    print(json.dumps(compare(kind, args, runs[kind])), flush=True)
+            if len(kinds) == 2:
+                tcp, ws = kinds
+                beside = {"against": runs[tcp]["this"], "this": runs[ws]["this"]}
+                line = compare(f"{ws} / {tcp}", args, beside)
+                line["median_tcp"] = line.pop("median_against")
+                line["median_ws"] = line.pop("median_this")
+                line.update(per_cpu(beside))
+                print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":

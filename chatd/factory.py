@@ -90,7 +90,7 @@ class Sniffer(Protocol):
         if not data:
             return
         if self.inner is None:
-            self._start(self.factory.protocolFor(data[0], self.host))
+            self._start(self.choose(data))
             if not self.served:
                 self.end(Ending.SERVER_FULL)
                 return
@@ -100,6 +100,10 @@ class Sniffer(Protocol):
             self.deadline.touch()
         else:
             self._check_greeted()
+
+    def choose(self, data: bytes) -> Inner:
+        """The protocol this connection speaks, from its first bytes."""
+        return self.factory.protocolFor(data[0], self.host)
 
     def _check_greeted(self) -> bool:
         """Whether the handshake is over; once it is, the idle limit applies."""
@@ -184,8 +188,11 @@ class ChatFactory(Factory):
 
     def protocolFor(self, first: int, host: str) -> Inner:
         if is_binary_start(first):
-            return BinaryProtocol(self.hub, host, self.clock, self.broadcasts)
+            return self.binary_protocol(host)
         return self.line_protocol(host)
+
+    def binary_protocol(self, host: str) -> BinaryProtocol:
+        return BinaryProtocol(self.hub, host, self.clock, self.broadcasts)
 
     def line_protocol(self, host: str) -> LineProtocol:
         return LineProtocol(self.hub, self.clock, self.broadcasts, host)

@@ -5,23 +5,29 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from twisted.application import strports
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.logger import Logger
 from twisted.python import usage
 
 from chatd.database import UnusableDatabase, open_database
 from chatd.factory import ChatFactory
 from chatd.hub import Hub
+from chatd.listening import Listening, page_address, where
 from chatd.rules import Limits
 from chatd.store import MemoryStore, SqliteStore, Store, ThreadWorker
+from chatd.webpage import web_site
+from chatd.websocket import parse_origin
 
 # psycopg is an extra: chatd.cluster loads it only for a postgresql:// --database.
 from chatd.postgres import is_postgres
 
 # PyChat's default port and ASVT-chat's, so both clients work unchanged.
 DEFAULT_PORTS = ("tcp:5000", "tcp:31337")
+# The web page and its WebSocket; "--web none" (or --no-web) turns it off.
+DEFAULT_WEB = ("tcp:8080",)
+NO_WEB = "none"
 
 _LIMITS = Limits()
 
@@ -32,8 +38,14 @@ class Options(usage.Options):
         "Serve PyChat's ! line protocol and ASVT-chat's binary protocol on one "
         "hub. Every --port serves both; with none, chatd listens on "
         + " and ".join(DEFAULT_PORTS)
+        + ". Every --web serves the web page at / and both protocols over "
+        "WebSocket at /ws; with none, chatd serves them on "
+        + " and ".join(DEFAULT_WEB)
         + "."
     )
+    optFlags = [
+        ["no-web", None, "Serve no web page (the same as --web none)."],
+    ]
     optParameters: list[list[Any]] = [
         ["max-name-length", None, _LIMITS.max_name_length,
          "Most characters in a user name.", int],
@@ -92,6 +104,20 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["ports"] = []
+        self["web"] = []
+        self["web-origins"] = []
+
+    def opt_web(self, description: str) -> None:
+        """Serve the web page and WebSocket here (ssl: is https); repeatable; none: off."""
+        self["web"].append(description)
+
+    def opt_web_origin(self, origin: str) -> None:
+        """Let pages from this origin (https://host[:port]) open the WebSocket too; repeatable."""
+        try:
+            parse_origin(origin)
+        except ValueError as e:
+            raise usage.UsageError(f"--web-origin: {e}")
+        self["web-origins"].append(origin)
 
     def opt_port(self, description: str) -> None:
         """Listen on this endpoint (tcp:5000, ssl:..., unix:...); repeatable."""
@@ -102,6 +128,12 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["ports"]:
             self["ports"] = list(DEFAULT_PORTS)
+        if self["no-web"] or NO_WEB in self["web"]:
+            if any(web != NO_WEB for web in self["web"]):
+                raise usage.UsageError("--web none (or --no-web) cannot go with another --web")
+            self["web"] = []
+        elif not self["web"]:
+            self["web"] = list(DEFAULT_WEB)
         for name, least in [
             ("max-name-length", 1),
             ("max-message-length", 1),
@@ -171,8 +203,28 @@ def makeService(config: Options, reactor: IReactorTime | None = None) -> MultiSe
     # Before the ports, so stopped after them: they stop accepting first.
     Draining(factory).setServiceParent(top)
     for description in config["ports"]:
-        strports.service(description, factory, reactor=reactor).setServiceParent(top)
+        Listening(reactor, description, factory, _chat_listening).setServiceParent(top)
+    if config["web"]:
+        site = web_site(factory, config["web-origins"], config.limits().handshake_timeout)
+        for description in config["web"]:
+            Listening(reactor, description, site, _web_listening).setServiceParent(top)
     return top
+
+
+_log = Logger(namespace="chatd")
+
+
+def _chat_listening(description: str, address: IAddress) -> None:
+    _log.info("chat (line and binary protocols) on {where}", where=where(address))
+
+
+def _web_listening(description: str, address: IAddress) -> None:
+    page = page_address(description, address)
+    _log.info(
+        "web page on {where}{at}, its WebSocket at /ws",
+        where=where(address),
+        at=f": open {page}" if page else "",
+    )
 
 
 def _sqlite_store(path: str, reactor: IReactorTime) -> SqliteStore:

@@ -67,15 +67,7 @@ class Peer(Protocol):
         return self.until(lambda got: needle in got, timeout)
 
     def until_gone(self, timeout: float = PATIENCE) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-
-        def follow(result: object) -> object:
-            if not d.called:
-                d.callback(None)
-            return result
-
-        self.gone.addBoth(follow)
-        return d.addTimeout(timeout, reactor)  # type: ignore[arg-type]
+        return until_fired(self.gone, timeout)
 
     def lines(self) -> list[str]:
         return bytes(self.received).decode("utf-8").splitlines()
@@ -93,6 +85,19 @@ class Peer(Protocol):
         data = bytes(self.received)
         self.received.clear()
         return data
+
+
+def until_fired(event: Deferred[None], timeout: float = PATIENCE) -> Deferred[None]:
+    """Fires once C{event} has, or fails after C{timeout} seconds; C{event} is left as it is."""
+    d: Deferred[None] = Deferred()
+
+    def follow(result: object) -> object:
+        if not d.called:
+            d.callback(None)
+        return result
+
+    event.addBoth(follow)
+    return d.addTimeout(timeout, reactor)  # type: ignore[arg-type]
 
 
 def frame_count(n: int) -> Callable[[bytes], bool]:
@@ -172,6 +177,9 @@ async def spawn_chatd(case: TestCase, *options: str) -> tuple[Chatd, int]:
     argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
             "-n", "--pidfile=", "--logfile=-", "chatd",
             "--port", "tcp:0:interface=127.0.0.1", *options]  # fmt: skip
+    if not any(option.startswith("--web") for option in options):
+        # Not on the default web port, which other tests and servers may hold.
+        argv.append("--no-web")
     env = {**os.environ, "PYTHONPATH": CHECKOUT}
     process = reactor.spawnProcess(chatd, sys.executable, argv, env=env, path=CHECKOUT)  # type: ignore[attr-defined]
 

@@ -45,7 +45,7 @@ class ChatdProcess:
         )
         self.process = subprocess.Popen(
             [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "--logfile", self.log,
-             "chatd", *options, "--port", "tcp:0:interface=127.0.0.1"],
+             "chatd", *options, "--port", "tcp:0:interface=127.0.0.1", "--no-web"],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

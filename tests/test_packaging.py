@@ -165,12 +165,12 @@ class InstalledTests(SynchronousTestCase):
 
     def test_twistd_serves_both_protocols_until_sigterm(self) -> None:
         run = Path(tempfile.mkdtemp(prefix="run-", dir=self.venv.root))
-        line, binary = str(run / "line.sock"), str(run / "binary.sock")
+        line, binary, web = (str(run / f"{name}.sock") for name in ("line", "binary", "web"))
         log = (run / "twistd.log").open("wb")
         self.addCleanup(log.close)
         twistd = self.venv.twistd(
             "-n", "--pidfile=", "chatd", "--line-flush", "0.05",
-            "--port", f"unix:{line}", "--port", f"unix:{binary}",
+            "--port", f"unix:{line}", "--port", f"unix:{binary}", "--web", f"unix:{web}",
             # The installed package must carry its schema files.
             "--database", str(run / "chatd.sqlite"),
             log=log,
@@ -182,15 +182,40 @@ class InstalledTests(SynchronousTestCase):
             if twistd.poll() is not None or all(map(_accepts, [line, binary])):
                 break
             time.sleep(0.1)
-        self.assertTrue(all(map(_accepts, [line, binary])), logged())
+        self.assertTrue(all(map(_accepts, [line, binary, web])), logged())
         # Two endpoints, one hub: each client sees the other.
         chat_across_protocols(self, line, binary)
+        # The installed package carries the web page's files.
+        for path, kind in [("/", "text/html"), ("/app.js", "text/javascript"),
+                           ("/style.css", "text/css")]:
+            status, headers, body = _get(web, path)
+            self.assertEqual((status, headers.get("content-type", "").split(";")[0]),
+                             (200, kind), path)
+            self.assertGreater(len(body), 100, path)
 
         twistd.send_signal(signal.SIGTERM)
         # twistd stops its services, then ends by the signal it was sent.
         self.assertEqual(twistd.wait(timeout=5), -signal.SIGTERM, logged())
         self.assertIn("Server Shut Down.", logged())
         self.assertTrue((run / "chatd.sqlite").stat().st_size > 0)
+
+
+def _get(path: str, resource: str) -> tuple[int, dict[str, str], bytes]:
+    """An HTTP GET over a Unix socket: status, headers (lower-case names), body."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(STEP)
+        sock.connect(path)
+        sock.sendall(f"GET {resource} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+        answer = b""
+        for _ in attempts(timeout=STEP, tries=10_000):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict((k.strip().lower(), v.strip()) for k, _, v in (h.partition(":") for h in lines))
+    return int(status_line.split()[1]), headers, body
 
 
 def _accepts(path: str) -> bool:

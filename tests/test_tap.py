@@ -12,6 +12,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import IPlugin, getPlugins
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.web.server import Site
 
 from chatd import tap
 from chatd.factory import ChatFactory
@@ -42,6 +43,18 @@ class OptionsTests(SynchronousTestCase):
     def test_port_is_repeatable_and_replaces_the_defaults(self) -> None:
         config = parse("--port", "tcp:6000:interface=127.0.0.1", "-p", "unix:/run/chatd.sock")
         self.assertEqual(config["ports"], ["tcp:6000:interface=127.0.0.1", "unix:/run/chatd.sock"])
+
+    def test_web_defaults_and_replacements(self) -> None:
+        self.assertEqual(parse()["web"], ["tcp:8080"])
+        self.assertEqual(parse("--web", "tcp:80", "--web", "ssl:443:privateKey=k.pem")["web"],
+                         ["tcp:80", "ssl:443:privateKey=k.pem"])
+        self.assertEqual(parse("--web", "none")["web"], [])
+        self.assertEqual(parse("--no-web")["web"], [])
+        self.assertEqual(parse("--web-origin", "https://chat.example.com")["web-origins"],
+                         ["https://chat.example.com"])
+        for argv in [("--web", "none", "--web", "tcp:80"), ("--no-web", "--web", "tcp:80"),
+                     ("--web-origin", "chat.example.com"), ("--web-origin", "ftp://x")]:
+            self.assertRaises(UsageError, parse, *argv)
 
     def test_each_options_object_has_its_own_ports(self) -> None:
         parse("--port", "tcp:6000")
@@ -85,6 +98,7 @@ class ServiceTests(SynchronousTestCase):
             "--port", "tcp:6000:interface=127.0.0.1",
             "--port", "unix:/tmp/chatd-test.sock",
             "--max-name-length", "5",
+            "--no-web",
         )
         service = tap.makeService(config, reactor=memory)
         self.assertEqual((memory.tcpServers, memory.unixServers), ([], []))
@@ -106,8 +120,28 @@ class ServiceTests(SynchronousTestCase):
         self.addCleanup(service.stopService)
         self.assertEqual(
             [(port, interface) for port, _, _, interface in memory.tcpServers],
-            [(5000, ""), (31337, "")],
+            [(5000, ""), (31337, ""), (8080, "")],
         )
+
+    def test_web_serves_the_page_and_socket_on_the_same_hub(self) -> None:
+        memory = MemoryReactorClock()
+        config = parse("--port", "tcp:6000", "--web", "tcp:6080", "--web", "tcp:6081")
+        service = tap.makeService(config, reactor=memory)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual([port for port, *_ in memory.tcpServers], [6000, 6080, 6081])
+        [(_, chat, _, _), (_, site, _, _), (_, same, _, _)] = memory.tcpServers
+        self.assertIsInstance(site, Site)
+        self.assertIs(same, site)
+        self.assertIs(site.resource.children[b"ws"].factory, chat)
+
+    def test_no_web(self) -> None:
+        for argv in [("--no-web",), ("--web", "none")]:
+            memory = MemoryReactorClock()
+            service = tap.makeService(parse(*argv), reactor=memory)
+            service.startService()
+            self.addCleanup(service.stopService)
+            self.assertEqual([port for port, *_ in memory.tcpServers], [5000, 31337])
 
     def test_a_port_that_cannot_be_bound_fails_the_start(self) -> None:
         taken = socket.socket()
@@ -115,8 +149,13 @@ class ServiceTests(SynchronousTestCase):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        service = tap.makeService(parse("--port", f"tcp:{port}:interface=127.0.0.1"), reactor=reactor)
-        self.assertRaises(CannotListenError, service.startService)
+        for argv in [
+            ("--port", f"tcp:{port}:interface=127.0.0.1", "--no-web"),
+            ("--port", "tcp:0:interface=127.0.0.1", "--web", f"tcp:{port}:interface=127.0.0.1"),
+        ]:
+            service = tap.makeService(parse(*argv), reactor=reactor)
+            self.assertRaises(CannotListenError, service.startService)
+            service.stopService()
 
 
 class PluginTests(SynchronousTestCase):
