@@ -20,6 +20,7 @@ import json
 import os
 import resource
 import shutil
+import shlex
 import signal
 import socket
 import statistics
@@ -114,7 +115,8 @@ def cpu_pressure() -> float | None:
 class Server:
     """chatd under twistd, listening on one loopback port."""
 
-    def __init__(self, workdir: Path, profile: str | None, tree: Path) -> None:
+    def __init__(self, workdir: Path, profile: str | None, tree: Path,
+                 extra: list[str] | None = None) -> None:
         self.port = free_port()
         self.log = workdir / "twistd.log"
         self.stats = workdir / "cprofile.stats"
@@ -124,7 +126,7 @@ class Server:
             argv += ["--profile", str(self.stats), "--profiler", "cprofile", "--savestats"]
         # The default listen queue (50) is too short for thousands of connects.
         endpoint = f"tcp:{self.port}:interface=127.0.0.1:backlog=1024"
-        argv += ["chatd", "--port", endpoint, *open_limits(tree)]
+        argv += ["chatd", "--port", endpoint, *open_limits(tree), *(extra or [])]
         self.web_port = None
         if (tree / "chatd" / "websocket.py").exists():
             # A tree with the web page serves it here: the ws- workloads' port.
@@ -194,9 +196,9 @@ def top_pyspy(path: Path, lines: int) -> str:
 
 
 def run_one(loadgen: Path, workload: str, args: list[str], timeout: float,
-            profile: str | None, top: int, tree: Path) -> dict:
+            profile: str | None, top: int, tree: Path, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="chatd-bench-") as tmp:
-        server = Server(Path(tmp), profile, tree)
+        server = Server(Path(tmp), profile, tree, extra)
         try:
             port = server.port
             if workload.startswith("ws-"):
@@ -270,7 +272,14 @@ def main() -> None:
                         help="another chatd tree, run turn about with --tree; each run "
                              "is tagged, and a last line per workload gives the medians "
                              "of both and their ratio")
+    parser.add_argument("--chatd-args", default="", metavar="ARGS",
+                        help="more options for the server of --tree, one string: "
+                             "--chatd-args='--metrics tcp:0:interface=127.0.0.1'")
+    parser.add_argument("--against-args", default="", metavar="ARGS",
+                        help="more options for the server of --against")
     options = parser.parse_args()
+    extra = {"this": shlex.split(options.chatd_args),
+             "against": shlex.split(options.against_args)}
     trees = {"this": options.tree.resolve()}
     if options.against is not None:
         # The other tree runs first in each pair, so neither always goes first
@@ -287,7 +296,9 @@ def main() -> None:
                 for kind in kinds:
                     for label, tree in trees.items():
                         figures = run_one(loadgen, kind, args, timeout, options.profile,
-                                          options.top, tree)
+                                          options.top, tree, extra[label])
+                        if extra[label]:
+                            figures["chatd_args"] = extra[label]
                         if options.against is not None:
                             figures["tree"] = label
                         runs[kind][label].append(figures)

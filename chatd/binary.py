@@ -11,7 +11,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from chatd import binwire
+from chatd import binwire, tally
 from chatd.binwire import PREFIX_LENGTH as PREFIX
 from chatd.flood import FakeLag, HostBudgets, Later
 from chatd.hub import BinaryUser, Hub, HubSession
@@ -31,20 +31,28 @@ from chatd.rules import (
 
 
 class Command(NamedTuple):
-    """How many argument frames follow a command's name, and its handler's name."""
+    """How many argument frames follow a command's name, its handler's name,
+    and its keys in the tally of commands, ok and failed."""
 
     arity: int
     handler: str
+    ok: str
+    error: str
+
+
+def _command(name: str, arity: int) -> Command:
+    key = tally.command_key
+    return Command(arity, f"on_{name}", key("binary", name, "ok"), key("binary", name, "error"))
 
 
 COMMANDS: dict[bytes, Command] = {
-    b"register": Command(1, "on_register"),
-    b"users": Command(0, "on_users"),
-    b"send": Command(2, "on_send"),
-    b"sendall": Command(1, "on_sendall"),
-    b"receive": Command(0, "on_receive"),
-    b"logout": Command(0, "on_logout"),
+    name.encode(): _command(name, arity)
+    for name, arity in [
+        ("register", 1), ("users", 0), ("send", 2), ("sendall", 1), ("receive", 0), ("logout", 0),
+    ]
 }
+
+_UNKNOWN = tally.command_key("binary", tally.UNKNOWN, "error")
 
 
 # A reply's frames, and whether the connection closes after them.
@@ -65,6 +73,7 @@ class BinaryProtocol(HubSession, Protocol):
     """
 
     log = Logger()
+    protocol_name = "binary"
 
     def __init__(
         self, hub: Hub, host: str, clock: IReactorTime, hosts: HostBudgets | None = None
@@ -133,7 +142,8 @@ class BinaryProtocol(HubSession, Protocol):
             if command is None:
                 command = COMMANDS.get(frame)
                 if command is None:
-                    self._refuse(binwire.UNKNOWN_COMMAND)
+                    self.hub.tally.commands[_UNKNOWN] += 1
+                    self._refuse(binwire.UNKNOWN_COMMAND, tally.UNKNOWN_COMMAND)
                     break
                 if command.arity:
                     self._command = command
@@ -147,17 +157,26 @@ class BinaryProtocol(HubSession, Protocol):
         self._unprocessed = buffer[offset:]
 
     def _run(self, command: Command, args: list[bytes]) -> None:
-        """Run one command whose argument frames are all in."""
+        """Run one command whose argument frames are all in.
+
+        A handler returns False when its answer is a refusal that leaves the
+        connection open.
+        """
         self.lag.command()
         try:
-            getattr(self, command.handler)(*args)
+            ok = getattr(self, command.handler)(*args) is not False
         except _Refused as e:
+            self.hub.tally.commands[command.error] += 1
             self._refuse(str(e))
+            return
         except Later:
+            # Run again, and counted, once the hold is over.
             self._later = (command, args)
+            return
+        self.hub.tally.commands[command.ok if ok else command.error] += 1
 
     def lengthLimitExceeded(self, length: int) -> None:
-        self._refuse(binwire.FRAME_TOO_LONG)
+        self._refuse(binwire.FRAME_TOO_LONG, tally.FRAME_TOO_LONG)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         # Going offline is not logging out: the name and mailbox stay.
@@ -168,8 +187,8 @@ class BinaryProtocol(HubSession, Protocol):
         """Close for a limit, with a frame that says which where the protocol has one."""
         text = binwire.CLOSING.get(ending)
         if text is not None:
-            self._refuse(text)
-        elif self._start_closing(ending.value):
+            self._refuse(text, tally.ENDINGS[ending])
+        elif self._start_closing(tally.ENDINGS[ending]):
             self._close()
 
     # Commands
@@ -204,7 +223,7 @@ class BinaryProtocol(HubSession, Protocol):
         if not isinstance(reason.value, ChatError):
             return reason
         text = _register_refusal(reason.value, name)
-        self._start_closing(text)
+        self._start_closing(tally.REFUSED, text)
         return binwire.frames(text), True
 
     def _resume(self, result: object) -> object:
@@ -221,7 +240,7 @@ class BinaryProtocol(HubSession, Protocol):
         else:
             self._reply(names.addCallback(_users_frames))
 
-    def on_send(self, receiver: bytes, text: bytes) -> None:
+    def on_send(self, receiver: bytes, text: bytes) -> bool:
         user = self._require_user()
         checked = self._text(text)
         name = receiver.decode("utf-8", "replace")
@@ -229,16 +248,17 @@ class BinaryProtocol(HubSession, Protocol):
             sent = self.hub.say_to(user, name, checked)
         except NoSuchUser:
             self._reply(binwire.frames(binwire.no_such_user(name)))
-            return
+            return False
         except MailboxFull:
             self._reply(binwire.frames(binwire.mailbox_full(name)))
-            return
+            return False
         if sent is None:
             self._reply(binwire.ADDED_FRAME)
         else:
             self._reply_added(sent, name)
+        return True
 
-    def on_sendall(self, text: bytes) -> None:
+    def on_sendall(self, text: bytes) -> bool:
         user = self._require_user()
         checked = self._text(text)
         if not self.lag.may_broadcast():
@@ -247,11 +267,12 @@ class BinaryProtocol(HubSession, Protocol):
             sent = self.hub.say_all(user, checked)
         except MailboxFull as e:
             self._reply(binwire.frames(binwire.mailboxes_full(e.names)))
-            return
+            return False
         if sent is None:
             self._reply(binwire.ADDED_FRAME)
         else:
             self._reply_added(sent, None)
+        return True
 
     def on_receive(self) -> None:
         mail = self.hub.take_mail(self._require_user())
@@ -337,25 +358,26 @@ class BinaryProtocol(HubSession, Protocol):
     def _storeFailed(self, reason: Failure) -> _Answer:
         """The changes this reply stands on are not stored: say so, and close."""
         if not self.transport.disconnecting:
-            self.log.error(
-                "closing {peer}: {reason}", peer=self.transport.getPeer(), reason=reason.value
-            )
+            self.transport.ending(tally.STORE_FAILED, str(reason.value))
         return binwire.frames(binwire.STORE_FAILED), True
 
-    def _refuse(self, text: str) -> None:
+    def _refuse(self, text: str, reason: str = tally.REFUSED) -> None:
         """Answer one frame, then close: the protocol's way to end a bad session."""
-        if self._start_closing(text):
+        if self._start_closing(reason, text):
             self._reply(binwire.frames(text), close=True)
 
-    def _start_closing(self, reason: str) -> bool:
-        """Read and parse nothing more; whether this call is the first to close."""
+    def _start_closing(self, reason: str, detail: str = "") -> bool:
+        """Read and parse nothing more; whether this call is the first to close.
+
+        @param reason: why, one of L{tally.REASONS}.
+        """
         if self._closing:
             return False
         # Not even the rest of the read in hand (a flooder's read can hold
         # thousands of frames), nor what the flood limit holds back.
         self._closing = self.paused = True
         self.lag.stop()
-        self.log.info("closing {peer}: {reason}", peer=self.transport.getPeer(), reason=reason)
+        self.transport.ending(reason, detail)
         return True
 
 

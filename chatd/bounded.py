@@ -15,6 +15,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from chatd import tally
 from chatd.deadline import cancelled
 from chatd.rules import Limits
 
@@ -33,6 +34,9 @@ class BoundedTransport:
     reads can put off for ever, so it is followed by C{abortConnection} after
     C{close_grace} seconds.
 
+    Whoever decides to end the connection says why with L{ending} first; the
+    first reason given is the one logged and counted.
+
     On a plain TCP connection whose buffer is empty, a write is sent at once
     (see L{sender}); what is not sent at once, and everything written to any
     other transport, goes through the transport's buffer as usual.
@@ -41,7 +45,7 @@ class BoundedTransport:
     log = Logger()
     # One per connection: no per-instance dict.
     __slots__ = (
-        "transport", "clock", "limits", "backlog", "disconnecting",
+        "transport", "clock", "limits", "backlog", "disconnecting", "reason",
         "_registered", "_abort", "_send_now",
     )
 
@@ -52,6 +56,8 @@ class BoundedTransport:
         # Bytes written since the transport's buffer filled; None while it keeps up.
         self.backlog: int | None = None
         self.disconnecting = False
+        # Why chatd ends the connection; None while it has no reason to.
+        self.reason: str | None = None
         self._registered = True
         self._abort: IDelayedCall | None = None
         self._send_now = sender(transport)
@@ -71,12 +77,7 @@ class BoundedTransport:
         if self.backlog is not None:
             self.backlog += len(data)
             if self.backlog > self.limits.max_output_backlog:
-                self.log.warn(
-                    "slow reader {peer}: {backlog} bytes unread, over {limit}; aborting",
-                    peer=self.getPeer(),
-                    backlog=self.backlog,
-                    limit=self.limits.max_output_backlog,
-                )
+                self.ending(tally.SLOW_READER, f"{self.backlog} bytes unread")
                 self.abortConnection()
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
@@ -96,6 +97,31 @@ class BoundedTransport:
         self._cancel_abort()
         self._unregister()
         self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def ending(self, reason: str, detail: str = "") -> None:
+        """Note why chatd ends this connection, one of L{tally.REASONS}.
+
+        Only the first reason counts: it is logged, once, with the peer and
+        the limit it broke if it broke one.
+        """
+        if self.reason is not None:
+            return
+        self.reason = reason
+        limit = tally.LIMITS.get(reason)
+        if limit is None:
+            self.log.info(
+                "ending {peer}: {reason}{detail}",
+                peer=self.getPeer(), reason=reason, detail=f" ({detail})" if detail else "",
+            )
+            return
+        self.log.warn(
+            "ending {peer}: {reason}{detail}, over --{option} {limit}",
+            peer=self.getPeer(),
+            reason=reason,
+            detail=f", {detail}" if detail else "",
+            option=limit.replace("_", "-"),
+            limit=getattr(self.limits, limit),
+        )
 
     def getPeer(self) -> IAddress:
         return self.transport.getPeer()

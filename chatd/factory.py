@@ -6,11 +6,21 @@ from collections import Counter
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress, IReactorTime, ITCPTransport, ITransport
+from twisted.internet.address import UNIXAddress
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IAddress,
+    IReactorTime,
+    ISSLTransport,
+    ITCPTransport,
+    ITransport,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
+from chatd import tally
 from chatd.binary import BinaryProtocol
 from chatd.bounded import BoundedTransport
 from chatd.deadline import Deadline
@@ -35,6 +45,22 @@ def peer_host(transport: object) -> str:
     return str(getattr(peer, "host", None) or "local")
 
 
+def transport_kind(transport: object) -> str:
+    """How a connection reaches chatd: "tcp", "tls", "unix" or "websocket".
+
+    A transport that knows says so in C{chatd_transport_kind}, as the
+    WebSocket one does.
+    """
+    kind = getattr(transport, "chatd_transport_kind", None)
+    if kind is not None:
+        return str(kind)
+    if ISSLTransport.providedBy(transport) or isinstance(transport, TLSMemoryBIOProtocol):
+        return "tls"
+    if isinstance(transport.getHost(), UNIXAddress):  # type: ignore[attr-defined]
+        return "unix"
+    return "tcp"
+
+
 class Inner(TypingProtocol):
     """What a connection needs of the protocol it hands its bytes to.
 
@@ -45,6 +71,8 @@ class Inner(TypingProtocol):
     user: User | None
     idle_timeout: float | None
     lag: FakeLag
+    # "line" or "binary": the label of its connections and commands.
+    protocol_name: str
 
     def makeConnection(self, transport: ITransport) -> None: ...
 
@@ -62,6 +90,7 @@ class Sniffer(Protocol):
         self.factory = factory
         self.inner: Inner | None = None
         self.host = "local"
+        self.kind = "tcp"
         self.served = False
         self.greeted = False
         # The handshake's time limit, then the idle one.
@@ -76,6 +105,7 @@ class Sniffer(Protocol):
         limits = self.factory.hub.limits
         self.bounded = BoundedTransport(self.transport, self.factory.clock, limits)
         self.host = peer_host(self.transport)
+        self.kind = transport_kind(self.transport)
         self.served = self.factory.admit(self)
         if self.served:
             self.deadline.set(limits.handshake_timeout)
@@ -121,6 +151,8 @@ class Sniffer(Protocol):
             return
         if self.greeted and self.inner is not None and self._answered_late():
             return
+        if self.served:
+            self.bounded.ending(tally.IDLE_TIMEOUT if self.greeted else tally.HANDSHAKE_TIMEOUT)
         self.end(Ending.TIMEOUT if self.served else Ending.SERVER_FULL)
 
     def _answered_late(self) -> bool:
@@ -145,6 +177,7 @@ class Sniffer(Protocol):
         self.deadline.cancel()
         if self.bounded.disconnecting:
             return
+        self.bounded.ending(tally.ENDINGS[ending])
         if self.inner is None:
             self._start(self.factory.line_protocol(self.host))
         assert self.inner is not None
@@ -156,6 +189,15 @@ class Sniffer(Protocol):
         if self.inner is not None:
             self.inner.connectionLost(reason)
         self.factory.forget(self)
+        self.factory.tally.closed[self._reason(reason)] += 1
+
+    def _reason(self, lost: Failure | None) -> str:
+        """Why the connection ended: chatd's reason, or else the client's doing."""
+        if self.bounded.reason is not None:
+            return self.bounded.reason
+        if lost is None or lost.check(ConnectionDone):
+            return tally.CLIENT_CLOSED
+        return tally.ERROR
 
     def _start(self, inner: Inner) -> None:
         self.inner = inner
@@ -172,6 +214,9 @@ class ChatFactory(Factory):
     def __init__(self, hub: Hub, clock: IReactorTime) -> None:
         self.hub = hub
         self.clock = clock
+        self.tally = hub.tally
+        # Set once the server is shutting down.
+        self.stopping = False
         # Every open connection, and the served ones among them by peer host.
         self.connections: set[Sniffer] = set()
         self._served: Counter[str] = Counter()
@@ -205,10 +250,10 @@ class ChatFactory(Factory):
         limits = self.hub.limits
         host = connection.host
         if self._served_total >= limits.max_connections:
-            self.log.warn("server full: turning {host} away", host=host)
+            connection.bounded.ending(tally.SERVER_FULL)
             return False
         if self._served[host] >= limits.max_connections_per_host:
-            self.log.warn("host {host} has all its connections: turning it away", host=host)
+            connection.bounded.ending(tally.HOST_FULL)
             return False
         self._served[host] += 1
         self._served_total += 1
@@ -244,6 +289,7 @@ class ChatFactory(Factory):
         @return: fires once all are gone, which is within C{close_grace}: a
             connection that has not closed by then is aborted.
         """
+        self.stopping = True
         for connection in list(self.connections):
             connection.end(Ending.SERVER_SHUTDOWN)
         if not self.connections:
@@ -251,3 +297,22 @@ class ChatFactory(Factory):
         d: Deferred[None] = Deferred()
         self._drained.append(d)
         return d
+
+    # What the metrics read
+
+    def connection_counts(self) -> Counter[tuple[str, str]]:
+        """Open connections by protocol ("none" before the first byte) and transport kind."""
+        return Counter(
+            (c.inner.protocol_name if c.inner is not None else "none", c.kind)
+            for c in self.connections
+        )
+
+    def online_binary_users(self) -> int:
+        """Binary users that hold their name and have a connection."""
+        return len({
+            c.inner.user
+            for c in self.connections
+            if c.inner is not None
+            and c.inner.protocol_name == "binary"
+            and self.hub.is_current(c.inner.user)
+        })

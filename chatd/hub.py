@@ -23,6 +23,7 @@ from chatd.rules import (
     fold,
 )
 from chatd.store import Mail, MemoryStore, Store
+from chatd.tally import Tally
 
 
 class Session(Protocol):
@@ -119,6 +120,7 @@ class Hub:
         self.limits = limits or Limits()
         self.clock = clock
         self.store: Store = store or MemoryStore()
+        self.tally = Tally()
         self._by_name: dict[str, User] = {}
         # Insertion-ordered sets: users in order of arrival; the sessions of
         # the line users among them, who are pushed announcements; and the
@@ -182,6 +184,11 @@ class Hub:
     def current_users_line(self) -> bytes:
         """The C{!users} reply as of now on every node: here, L{users_line}."""
         return self.users_line()
+
+    def census(self) -> tuple[int, int, int]:
+        """How many line users, binary users, and messages in their mailboxes."""
+        mail = sum(len(user.mailbox) for user in self._binary_users)
+        return len(self._line_sessions), len(self._binary_users), mail
 
     def find(self, name: str) -> User | None:
         return self._by_name.get(fold(name))
@@ -270,12 +277,17 @@ class Hub:
             everyone else got the message.
         """
         self._announce(linewire.msg(sender.name, text), exclude=sender)
+        self.tally.pushed += len(self._line_sessions) - isinstance(sender, LineUser)
         name = sender.name
         full = [
             user
             for user in self._binary_users
             if user is not sender and not self._post(user, name, text)
         ]
+        # Counted once a broadcast, not once a recipient: this is the hot path.
+        tally = self.tally
+        tally.mailed += len(self._binary_users) - isinstance(sender, BinaryUser) - len(full)
+        tally.mailbox_full += len(full)
         if full:
             news = self._not_yet_told(full, fold(name))
             if news:
@@ -293,8 +305,9 @@ class Hub:
         target = self._lookup(poked)
         line = linewire.poke(poker.name, target.name)
         self._announce(linewire.encode(line))
-        if isinstance(target, BinaryUser) and not self._post(target, poker.name, line):
-            raise MailboxFull([target.name])
+        self.tally.pushed += len(self._line_sessions)
+        if isinstance(target, BinaryUser):
+            self._mail_one(target, poker.name, line)
 
     def take_mail(self, user: BinaryUser) -> list[Mail]:
         """Every message queued for C{user}, oldest first; the mailbox is then empty."""
@@ -388,7 +401,20 @@ class Hub:
     def _deliver(self, sender: User, receiver: User, text: str) -> None:
         if isinstance(receiver, LineUser):
             self.send(receiver.session, linewire.privmsg(sender.name, text))
-        elif isinstance(receiver, BinaryUser) and not self._post(receiver, sender.name, text):
+            self.tally.pushed += 1
+        elif isinstance(receiver, BinaryUser):
+            # _mail_one inline: this is the hot path of binary sends.
+            if not self._post(receiver, sender.name, text):
+                self.tally.mailbox_full += 1
+                raise MailboxFull([receiver.name])
+            self.tally.mailed += 1
+
+    def _mail_one(self, receiver: BinaryUser, sender: str, text: str) -> None:
+        """Queue mail for one user, counted; raise L{MailboxFull} if there is no room."""
+        if self._post(receiver, sender, text):
+            self.tally.mailed += 1
+        else:
+            self.tally.mailbox_full += 1
             raise MailboxFull([receiver.name])
 
     def _post(self, receiver: BinaryUser, sender: str, text: str) -> bool:

@@ -10,7 +10,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
-from chatd import linewire
+from chatd import linewire, tally
 from chatd.deadline import cancelled
 from chatd.flood import FakeLag, HostBudgets, Later
 from chatd.hub import Hub, HubSession, LineUser
@@ -22,12 +22,18 @@ COMMANDS = frozenset(
 )
 # Commands a client may send before it has a name.
 _BEFORE_NICK = frozenset({"nick", "help", "quit"})
+# Each command's keys in the tally, ok and failed.
+_OK = {name: tally.command_key("line", name, "ok") for name in COMMANDS}
+_FAILED = {
+    name: tally.command_key("line", name, "error") for name in [*COMMANDS, tally.UNKNOWN]
+}
 
 
 class LineProtocol(HubSession, LineReceiver):
     """One PyChat-protocol connection."""
 
     log = Logger()
+    protocol_name = "line"
     delimiter = b"\n"
     # A line user may read quietly for as long as it likes; a half-open
     # socket is found by TCP keepalive, or by the output backlog bound.
@@ -111,6 +117,7 @@ class LineProtocol(HubSession, LineReceiver):
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
+            self.hub.tally.commands[_FAILED[tally.UNKNOWN]] += 1
             self._error("bad-encoding", "lines must be UTF-8")
             return
         parts = text.split(None, 1)
@@ -125,7 +132,7 @@ class LineProtocol(HubSession, LineReceiver):
         self._error(
             "line-too-long",
             f"a line has at most {self.hub.limits.max_line_length} bytes",
-            close=True,
+            close=tally.LINE_TOO_LONG,
         )
 
     def connectionLost(self, reason: Failure | None = None) -> None:
@@ -136,7 +143,7 @@ class LineProtocol(HubSession, LineReceiver):
 
     def end(self, ending: Ending) -> None:
         """Close for a limit, telling the client which."""
-        self._error(ending.value, linewire.CLOSING[ending], close=True)
+        self._error(ending.value, linewire.CLOSING[ending], close=tally.ENDINGS[ending])
 
     # Output
 
@@ -148,17 +155,23 @@ class LineProtocol(HubSession, LineReceiver):
 
     def _dispatch(self, word: str, rest: str) -> None:
         name = word[1:].lower() if word.startswith("!") else ""
+        known = name in COMMANDS
+        counts = self.hub.tally.commands
         if self.user is None and name not in _BEFORE_NICK:
-            self._error("nick-required", "send !nick NAME first", close=True)
-        elif name not in COMMANDS:
+            counts[_FAILED[name if known else tally.UNKNOWN]] += 1
+            self._error("nick-required", "send !nick NAME first", close=tally.NICK_REQUIRED)
+        elif not known:
+            counts[_FAILED[tally.UNKNOWN]] += 1
             self._error("unknown-command", f"{word} is not a command; try !help")
         else:
             handler: Callable[[str], Deferred[None] | None] = getattr(self, f"on_{name}")
             try:
                 result = handler(rest)
             except ChatError as e:
+                counts[_FAILED[name]] += 1
                 self._error(e.code, str(e))
             else:
+                counts[_OK[name]] += 1
                 # Several nodes: the outcome comes once the database has it.
                 if result is not None:
                     result.addErrback(self._failed)
@@ -226,6 +239,7 @@ class LineProtocol(HubSession, LineReceiver):
 
     def on_quit(self, rest: str) -> None:
         self._leave()
+        self.transport.ending(tally.QUIT)
         self._close()
 
     # Helpers
@@ -252,8 +266,9 @@ class LineProtocol(HubSession, LineReceiver):
         else:
             self.log.failure("command failed", reason)
 
-    def _error(self, code: str, text: str, close: bool = False) -> None:
+    def _error(self, code: str, text: str, close: str | None = None) -> None:
+        """Send an error line; with C{close}, a reason, then close the connection."""
         self._send(linewire.error(code, text))
-        if close:
-            self.log.info("closing {peer}: {code}", peer=self.transport.getPeer(), code=code)
+        if close is not None:
+            self.transport.ending(close)
             self._close()

@@ -146,6 +146,12 @@ class ThreadWorker:
         self._pool.stop()
 
 
+class CommitReport(Protocol):
+    """Told of every commit a store tries: how long it took, and its error if it failed."""
+
+    def __call__(self, seconds: float, error: BaseException | None) -> None: ...
+
+
 _ADD_USER = "INSERT OR REPLACE INTO users (id, name, host) VALUES (?, ?, ?)"
 _REMOVE_USER = "DELETE FROM users WHERE id = ?"
 _ADD_MAIL = "INSERT OR REPLACE INTO mail (id, receiver, sender, text) VALUES (?, ?, ?, ?)"
@@ -167,14 +173,24 @@ class SqliteStore(Service):
     log = Logger()
     retry = 1.0
 
-    def __init__(self, db: sqlite3.Connection, clock: IReactorTime, worker: Worker) -> None:
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        clock: IReactorTime,
+        worker: Worker,
+        report: CommitReport | None = None,
+    ) -> None:
         """
         @param db: a connection from L{chatd.database.open_database}; from now
             on only C{worker} uses it.
+        @param report: told, in the reactor, of every commit tried (for the
+            metrics and the health check).
         """
         self._db = db
         self._clock = clock
         self._worker = worker
+        self._report = report
+        self._started = 0.0
         # Keys go on from the highest kept, so a key never names two rows.
         self._user_keys = count(_highest(db, "users") + 1)
         self._mail_keys = count(_highest(db, "mail") + 1)
@@ -276,6 +292,7 @@ class SqliteStore(Service):
         self._next = None
         batch, self._pending = self._pending, []
         self._committing, self._waiting = self._waiting, []
+        self._started = self._clock.seconds()
         self._worker.run(partial(self._apply, batch)).addBoth(self._done, batch)
 
     def _apply(self, batch: list[tuple[str, tuple[Any, ...]]]) -> None:
@@ -291,6 +308,9 @@ class SqliteStore(Service):
 
     def _done(self, result: None | Failure, batch: list[tuple[str, tuple[Any, ...]]]) -> None:
         waiting, self._committing = self._committing or [], None
+        if self._report is not None:
+            error = result.value if isinstance(result, Failure) else None
+            self._report(self._clock.seconds() - self._started, error)
         if isinstance(result, Failure):
             self._pending[:0] = batch
             self._schedule(self.retry)

@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IReactorTime
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
+from twisted.python.components import Componentized
 
 from chatd.database import UnusableDatabase, open_database
 from chatd.factory import ChatFactory
 from chatd.hub import Hub
+from chatd.jsonlog import json_observer, twistd_log_file
 from chatd.listening import Listening, page_address, where
 from chatd.rules import Limits
-from chatd.store import MemoryStore, SqliteStore, Store, ThreadWorker
+from chatd.store import CommitReport, MemoryStore, SqliteStore, Store, ThreadWorker
 from chatd.webpage import web_site
 from chatd.websocket import parse_origin
 
 # psycopg is an extra: chatd.cluster loads it only for a postgresql:// --database.
 from chatd.postgres import is_postgres
+
+if TYPE_CHECKING:
+    from chatd.metrics import Metrics
 
 # PyChat's default port and ASVT-chat's, so both clients work unchanged.
 DEFAULT_PORTS = ("tcp:5000", "tcp:31337")
@@ -99,6 +104,11 @@ class Options(usage.Options):
          "With a PostgreSQL --database: seconds within which a dead node's line "
          "users are freed; a node cut off from the database drops its own after "
          "three fifths of it.", float],
+        ["metrics", None, None,
+         "Endpoint serving Prometheus metrics at /metrics and health at /healthz, "
+         "e.g. tcp:9100:interface=127.0.0.1; off by default."],
+        ["log-format", None, "text",
+         "How the log is written: text, or json (one JSON object per line)."],
     ]
 
     def __init__(self) -> None:
@@ -166,20 +176,44 @@ class Options(usage.Options):
             raise usage.UsageError("--database needs a file name or a postgresql:// URI")
         if not 1 <= self["node-lease"] <= 3600:
             raise usage.UsageError("--node-lease must be between 1 and 3600 seconds")
+        if self["metrics"] == "":
+            raise usage.UsageError("--metrics needs an endpoint")
+        if self["log-format"] not in ("text", "json"):
+            raise usage.UsageError("--log-format must be text or json")
 
     def limits(self) -> Limits:
         return Limits(**{f.name: self[f.name.replace("_", "-")] for f in fields(Limits)})
 
 
-class Draining(Service):
-    """Ends every connection when the server stops, so that it exits promptly."""
+class Draining(MultiService):
+    """Ends every connection when the server stops, so that it exits promptly.
+
+    Its children (the metrics listener) stop once the connections are gone,
+    so that C{/healthz} says it is shutting down meanwhile.
+    """
 
     def __init__(self, factory: ChatFactory) -> None:
+        super().__init__()
         self.factory = factory
 
     def stopService(self) -> Deferred[None]:
-        super().stopService()
-        return self.factory.shutdown()
+        d = self.factory.shutdown()
+        d.addCallback(lambda _: MultiService.stopService(self))
+        return d
+
+
+class ChatService(MultiService):
+    """chatd's top service; handed to twistd's application, it says how to log."""
+
+    # What the log is written with; None for twistd's own text log.
+    log_observer: ILogObserver | None = None
+
+    def setServiceParent(self, parent: Any) -> Any:
+        # twistd starts its log after making the service, with the
+        # application's ILogObserver if it has one, as a .tac file can set.
+        if self.log_observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.log_observer)
+        return super().setServiceParent(parent)
 
 
 def makeService(config: Options, reactor: IReactorTime | None = None) -> MultiService:
@@ -188,12 +222,24 @@ def makeService(config: Options, reactor: IReactorTime | None = None) -> MultiSe
         from twisted.internet import reactor as _reactor
 
         reactor = _reactor  # type: ignore[assignment]
-    top = MultiService()
+    top = ChatService()
+    if config["log-format"] == "json":
+        out = twistd_log_file(getattr(config, "parent", None))
+        if out is not None:
+            top.log_observer = json_observer(out)
+    metrics: Metrics | None = None
+    if config["metrics"] is not None:
+        # Imported only when asked for: prometheus_client and twisted.web
+        # are 3.6 MB of memory a server without --metrics need not hold.
+        from chatd.metrics import Metrics
+
+        metrics = Metrics(reactor, database=config["database"] is not None)
     store: Store = MemoryStore()
     if config["database"] is not None and is_postgres(config["database"]):
         hub: Hub = _cluster_hub(config, reactor, top)
     elif config["database"] is not None:
-        store = _sqlite_store(config["database"], reactor)
+        report = metrics.store_report if metrics is not None else None
+        store = _sqlite_store(config["database"], reactor, report)
         # Before the ports, so that it is started first.
         store.setServiceParent(top)
         hub = Hub(config.limits(), store, reactor)  # type: ignore[arg-type]
@@ -201,7 +247,11 @@ def makeService(config: Options, reactor: IReactorTime | None = None) -> MultiSe
         hub = Hub(config.limits(), store, reactor)  # type: ignore[arg-type]
     factory = ChatFactory(hub, reactor)  # type: ignore[arg-type]
     # Before the ports, so stopped after them: they stop accepting first.
-    Draining(factory).setServiceParent(top)
+    draining = Draining(factory)
+    draining.setServiceParent(top)
+    if metrics is not None:
+        metrics.watch(factory)
+        metrics.service(config["metrics"], reactor).setServiceParent(draining)
     for description in config["ports"]:
         Listening(reactor, description, factory, _chat_listening).setServiceParent(top)
     if config["web"]:
@@ -227,13 +277,15 @@ def _web_listening(description: str, address: IAddress) -> None:
     )
 
 
-def _sqlite_store(path: str, reactor: IReactorTime) -> SqliteStore:
+def _sqlite_store(
+    path: str, reactor: IReactorTime, report: CommitReport | None = None
+) -> SqliteStore:
     try:
         db = open_database(path)
     except UnusableDatabase as e:
         # twistd prints this and exits 1: one readable line, not a traceback.
         raise SystemExit(f"chatd: {e}")
-    return SqliteStore(db, reactor, ThreadWorker(reactor))  # type: ignore[arg-type]
+    return SqliteStore(db, reactor, ThreadWorker(reactor), report)  # type: ignore[arg-type]
 
 
 def _cluster_hub(config: Options, reactor: IReactorTime, top: MultiService) -> Hub:

@@ -137,7 +137,7 @@ class SlowReaderTests(TestCase):
             max_input_backlog=8 * 1024 * 1024,
         ).listen()
         warnings: list[dict[str, Any]] = []
-        observer = lambda e: warnings.append(e) if "slow reader" in e.get("log_format", "") else None  # noqa: E731
+        observer = lambda e: warnings.append(e) if e.get("reason") == "slow-reader" else None  # noqa: E731
         globalLogPublisher.addObserver(observer)
         self.addCleanup(globalLogPublisher.removeObserver, observer)
 

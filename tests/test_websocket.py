@@ -222,7 +222,7 @@ class LimitTests(TestCase):
             broadcast_rate=1000.0, broadcast_burst=1000,
         )  # fmt: skip
         warnings: list[dict[str, Any]] = []
-        observer = lambda e: warnings.append(e) if "slow reader" in e.get("log_format", "") else None  # noqa: E731
+        observer = lambda e: warnings.append(e) if e.get("reason") == "slow-reader" else None  # noqa: E731
         globalLogPublisher.addObserver(observer)
         self.addCleanup(globalLogPublisher.removeObserver, observer)
         await never_reads(server, "slow")
