@@ -6,7 +6,8 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /src
 COPY . .
-RUN pip install --no-cache-dir .
+# With psycopg, so that --database may name a PostgreSQL server (several nodes).
+RUN pip install --no-cache-dir '.[postgresql]'
 
 # As root, and outside the source tree: write twisted/plugins/dropin.cache in
 # site-packages now, since the unprivileged user below cannot, and twistd

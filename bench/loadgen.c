@@ -67,6 +67,8 @@ typedef struct conn {
 static int use_ws;           /* every client speaks over WebSocket */
 
 static int ep, port, server_pid, nsenders;
+/* Several nodes: the senders connect here (LOADGEN_SENDER_PORT), the rest to port. */
+static int sender_port;
 static double deadline, t_start;
 static double t_read;            /* when the data being parsed was read */
 static conn *conns;
@@ -387,7 +389,7 @@ static int all_replied(void) {
    for every answer before the next connects, so the listen queue never
    overflows. */
 static void open_clients(int first, int n, enum kind kind, void (*hello)(conn *)) {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+    struct sockaddr_in sa = {.sin_family = AF_INET};
     inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
     const int chunk = 250;
     for (int lo = first; lo < first + n; lo += chunk) {
@@ -396,6 +398,7 @@ static void open_clients(int first, int n, enum kind kind, void (*hello)(conn *)
             conn *c = &conns[i];
             c->idx = i;
             c->kind = kind;
+            sa.sin_port = htons(sender_port && i < nsenders ? sender_port : port);
             if ((c->fd = socket(AF_INET, SOCK_STREAM, 0)) < 0)
                 die("socket: %s (ulimit -n)", strerror(errno));
             if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0)
@@ -782,6 +785,7 @@ static void cross(int argc, char **argv) {
 int main(int argc, char **argv) {
     if (argc < 5) die("usage: loadgen WORKLOAD PORT SERVER_PID TIMEOUT ARGS...");
     port = atoi(argv[2]);
+    if (getenv("LOADGEN_SENDER_PORT")) sender_port = atoi(getenv("LOADGEN_SENDER_PORT"));
     server_pid = atoi(argv[3]);
     t_start = now();
     deadline = t_start + atof(argv[4]);

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections import deque
+from typing import NamedTuple, Union
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -12,7 +14,7 @@ from twisted.python.failure import Failure
 from chatd import binwire, tally
 from chatd.binwire import PREFIX_LENGTH as PREFIX
 from chatd.flood import FakeLag, HostBudgets, Later
-from chatd.hub import BinaryUser, Hub
+from chatd.hub import BinaryUser, Hub, HubSession
 from chatd.rules import (
     BadName,
     ChatError,
@@ -53,11 +55,15 @@ COMMANDS: dict[bytes, Command] = {
 _UNKNOWN = tally.command_key("binary", tally.UNKNOWN, "error")
 
 
+# A reply's frames, and whether the connection closes after them.
+_Answer = tuple[bytes, bool]
+
+
 class _Refused(Exception):
     """A command failed in a way that ends the connection after one reply frame."""
 
 
-class BinaryProtocol(Protocol):
+class BinaryProtocol(HubSession, Protocol):
     """One ASVT-chat-protocol connection.
 
     The framing is that of Twisted's C{IntNStringReceiver} with a
@@ -88,6 +94,11 @@ class BinaryProtocol(Protocol):
         self._batch = hub.batch()
         # A refusal is queued behind earlier replies: read no more commands.
         self._closing = False
+        # Replies not yet written, in the order of their commands; each is
+        # filled in when ready (a commit; several nodes' database).
+        self._queue: deque[list[_Answer | None]] = deque()
+        # Several nodes: a register waiting for the database holds what follows.
+        self._joining = False
         # A command the flood limit put off, run first once it lets it.
         self._later: tuple[Command, list[bytes]] | None = None
 
@@ -97,6 +108,12 @@ class BinaryProtocol(Protocol):
         # After a refusal nothing more is read: an over-long frame stays in
         # the buffer and would otherwise be refused again with each segment.
         if self._closing or self.transport.disconnecting:
+            return
+        if self._joining:
+            self._unprocessed += data
+            self.paused = True
+            if len(self._unprocessed) > self.hub.limits.max_input_backlog:
+                self.end(Ending.FLOOD)
             return
         # The replies to every command of one read go out as one write.
         with self._batch:
@@ -185,37 +202,60 @@ class BinaryProtocol(Protocol):
         if current is not None and self.hub.find(name) is not current:
             raise _Refused(binwire.already_registered(current.name))
         try:
-            self.user, new = self.hub.register(name, self.host)
-        except NameTooLong:
-            raise _Refused(binwire.LOGIN_TOO_LONG)
-        except BadName:
-            raise _Refused(binwire.BAD_LOGIN)
-        except NameTaken:
-            raise _Refused(binwire.exists(name))
-        except TooManyUsersFromHost:
-            raise _Refused(binwire.HOST_FULL)
-        except TooManyUsers:
-            raise _Refused(binwire.SERVER_FULL)
+            registered = self.hub.register(name, self.host)
+        except ChatError as e:
+            raise _Refused(_register_refusal(e, name))
+        # (Deferred's isinstance goes through ABCMeta: ask the cheap way.)
+        if isinstance(registered, tuple):
+            self._reply(self._registered(registered))
+            return
+        # What the client sends next waits until the name is decided.
+        self._joining = self.paused = True
+        registered.addCallbacks(self._registered, self._register_refused, errbackArgs=(name,))
+        self._reply(registered.addBoth(self._resume))
+
+    def _registered(self, registered: tuple[BinaryUser, bool]) -> bytes:
+        self.user, new = registered
         greet = binwire.hello if new else binwire.welcome_back
-        self._reply(binwire.frames(greet(self.user.name)))
+        return binwire.frames(greet(self.user.name))
+
+    def _register_refused(self, reason: Failure, name: str) -> _Answer | Failure:
+        if not isinstance(reason.value, ChatError):
+            return reason
+        text = _register_refusal(reason.value, name)
+        self._start_closing(tally.REFUSED, text)
+        return binwire.frames(text), True
+
+    def _resume(self, result: object) -> object:
+        self._joining = False
+        if not self._closing and not self.lag.holding():
+            self.paused = False
+            self.dataReceived(b"")
+        return result
 
     def on_users(self) -> None:
-        names = self.hub.names()
-        self._reply(binwire.frames(str(len(names)), *names))
+        names = self.hub.current_names()
+        if isinstance(names, list):
+            self._reply(_users_frames(names))
+        else:
+            self._reply(names.addCallback(_users_frames))
 
     def on_send(self, receiver: bytes, text: bytes) -> bool:
         user = self._require_user()
         checked = self._text(text)
         name = receiver.decode("utf-8", "replace")
         try:
-            self.hub.say_to(user, name, checked)
+            sent = self.hub.say_to(user, name, checked)
         except NoSuchUser:
             self._reply(binwire.frames(binwire.no_such_user(name)))
             return False
         except MailboxFull:
             self._reply(binwire.frames(binwire.mailbox_full(name)))
             return False
-        self._reply(binwire.ADDED_FRAME)
+        if sent is None:
+            self._reply(binwire.ADDED_FRAME)
+        else:
+            self._reply_added(sent, name)
         return True
 
     def on_sendall(self, text: bytes) -> bool:
@@ -224,22 +264,31 @@ class BinaryProtocol(Protocol):
         if not self.lag.may_broadcast():
             raise Later()
         try:
-            self.hub.say_all(user, checked)
+            sent = self.hub.say_all(user, checked)
         except MailboxFull as e:
             self._reply(binwire.frames(binwire.mailboxes_full(e.names)))
             return False
-        self._reply(binwire.ADDED_FRAME)
+        if sent is None:
+            self._reply(binwire.ADDED_FRAME)
+        else:
+            self._reply_added(sent, None)
         return True
 
     def on_receive(self) -> None:
-        self._reply(binwire.mail_frames(self.hub.take_mail(self._require_user())))
+        mail = self.hub.take_mail(self._require_user())
+        if isinstance(mail, list):
+            self._reply(binwire.mail_frames(mail))
+        else:
+            self._reply(mail.addCallback(binwire.mail_frames))
 
     def on_logout(self) -> None:
+        left = None
         if self.user is not None:
             # Only if it still holds the name: never another's on the same host.
-            self.hub.leave(self.user)
+            left = self.hub.leave(self.user)
         self.user = None
-        self._reply(binwire.frames(binwire.LOGGED_OUT))
+        reply = binwire.frames(binwire.LOGGED_OUT)
+        self._reply(reply if left is None else left.addCallback(lambda _: reply))
 
     # Helpers
 
@@ -263,41 +312,54 @@ class BinaryProtocol(Protocol):
         except ChatError:
             raise _Refused(binwire.BAD_MESSAGE)
 
-    def _reply(self, data: bytes, close: bool = False) -> None:
-        """Answer with C{data}, frames ready to send, once every change so far is committed.
+    def _reply_added(self, sent: Deferred[None], name: str | None) -> None:
+        """Answer a send or sendall once stored: added, or who could not get it."""
+        sent.addCallbacks(lambda _: binwire.ADDED_FRAME, _refused_delivery, errbackArgs=(name,))
+        self._reply(sent)
+
+    def _reply(self, data: bytes | Deferred[bytes | _Answer], close: bool = False) -> None:
+        """Answer with C{data}, frames ready to send or to come, in the order of
+        the commands, once every change so far is committed.
 
         Acknowledged means stored, and since the hub's commits fire in order,
         replies keep the order of their commands. With the in-memory store
         the answer is sent at once, in the hub's batch for this read.
         """
-        if self.hub.settled():
-            # Nothing waits to be stored: no Deferred for the common case.
-            self._write(None, data, close)
+        if data.__class__ is bytes:
+            if self.hub.settled() and not self._queue:
+                # Nothing waits to be stored: no Deferred for the common case.
+                self._write(data, close)
+                return
+            answer: Deferred[Union[bytes, _Answer]] = self.hub.committed().addCallback(
+                lambda _: data
+            )
         else:
-            self.hub.committed().addCallbacks(self._write, self._storeFailed, (data, close))
+            answer = data
+        slot: list[_Answer | None] = [None]
+        self._queue.append(slot)
+        answer.addCallback(_with_close, close).addErrback(self._storeFailed).addCallback(
+            self._ready, slot
+        )
 
-    def _write(self, _: None, data: bytes, close: bool) -> None:
+    def _ready(self, answer: _Answer, slot: list[_Answer | None]) -> None:
+        slot[0] = answer
+        queue = self._queue
+        while queue and queue[0][0] is not None:
+            data, close = queue.popleft()[0]  # type: ignore[misc]
+            self._write(data, close)
+
+    def _write(self, data: bytes, close: bool) -> None:
         if self.transport.disconnecting:
             return
         self.hub.send(self, data)
         if close:
             self._close()
 
-    def _storeFailed(self, reason: Failure) -> None:
+    def _storeFailed(self, reason: Failure) -> _Answer:
         """The changes this reply stands on are not stored: say so, and close."""
-        if self.transport.disconnecting:
-            return
-        self.transport.ending(tally.STORE_FAILED, str(reason.value))
-        self._write(None, binwire.frames(binwire.STORE_FAILED), close=True)
-
-    def _close(self) -> None:
-        # What is held goes first: TLS drops what is written after the close.
-        self.hub.flush_to(self)
-        self.transport.loseConnection()
-
-    def deliver(self, data: bytes) -> None:
-        """Write to the client: every byte this connection sends passes here."""
-        self.transport.write(data)
+        if not self.transport.disconnecting:
+            self.transport.ending(tally.STORE_FAILED, str(reason.value))
+        return binwire.frames(binwire.STORE_FAILED), True
 
     def _refuse(self, text: str, reason: str = tally.REFUSED) -> None:
         """Answer one frame, then close: the protocol's way to end a bad session."""
@@ -317,3 +379,38 @@ class BinaryProtocol(Protocol):
         self.lag.stop()
         self.transport.ending(reason, detail)
         return True
+
+
+def _users_frames(names: list[str]) -> bytes:
+    return binwire.frames(str(len(names)), *names)
+
+
+def _with_close(answer: bytes | _Answer, close: bool) -> _Answer:
+    return answer if isinstance(answer, tuple) else (answer, close)
+
+
+def _refused_delivery(reason: Failure, name: str | None) -> bytes | Failure:
+    """The reply to a send (to C{name}) or sendall the database turned down."""
+    if reason.check(NoSuchUser) and name is not None:
+        return binwire.frames(binwire.no_such_user(name))
+    if reason.check(MailboxFull):
+        full = reason.value
+        if name is not None:
+            return binwire.frames(binwire.mailbox_full(name))
+        return binwire.frames(binwire.mailboxes_full(full.names))
+    return reason
+
+
+def _register_refusal(error: ChatError, name: str) -> str:
+    """The frame that refuses a register, for each way it can fail."""
+    if isinstance(error, NameTooLong):
+        return binwire.LOGIN_TOO_LONG
+    if isinstance(error, BadName):
+        return binwire.BAD_LOGIN
+    if isinstance(error, NameTaken):
+        return binwire.exists(name)
+    if isinstance(error, TooManyUsersFromHost):
+        return binwire.HOST_FULL
+    if isinstance(error, TooManyUsers):
+        return binwire.SERVER_FULL
+    raise error

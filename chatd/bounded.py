@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from chatd import tally
+from chatd.deadline import cancelled
 from chatd.rules import Limits
 
 
@@ -147,9 +148,7 @@ class BoundedTransport:
         self._registered = False
 
     def _cancel_abort(self) -> None:
-        if self._abort is not None and self._abort.active():
-            self._abort.cancel()
-        self._abort = None
+        self._abort = cancelled(self._abort)
 
     def _unregister(self) -> None:
         if self._registered:

@@ -7,6 +7,18 @@ from typing import Callable
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 
+def cancelled(call: IDelayedCall | None) -> None:
+    """Cancel C{call} if it is still to come; None, to put where it was kept.
+
+    C{self._call = cancelled(self._call)}: a call that ran or was cancelled
+    already must not be cancelled again (Twisted raises), and one that is
+    kept after it ran would keep its closure alive.
+    """
+    if call is not None and call.active():
+        call.cancel()
+    return None
+
+
 class Deadline:
     """Calls C{expire} once C{limit} seconds pass with no L{touch}.
 
@@ -50,9 +62,7 @@ class Deadline:
         self._last = self.clock.seconds()
 
     def cancel(self) -> None:
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
+        self._call = cancelled(self._call)
         self.limit = None
 
     def _due(self) -> None:

@@ -61,8 +61,12 @@ def transport_kind(transport: object) -> str:
     return "tcp"
 
 
-class Session(TypingProtocol):
-    """What a connection needs of the protocol it hands its bytes to."""
+class Inner(TypingProtocol):
+    """What a connection needs of the protocol it hands its bytes to.
+
+    (Not the hub's L{chatd.hub.Session}, which is what the hub needs of a
+    connection it sends to.)
+    """
 
     user: User | None
     idle_timeout: float | None
@@ -84,7 +88,7 @@ class Sniffer(Protocol):
 
     def __init__(self, factory: ChatFactory) -> None:
         self.factory = factory
-        self.inner: Session | None = None
+        self.inner: Inner | None = None
         self.host = "local"
         self.kind = "tcp"
         self.served = False
@@ -127,7 +131,7 @@ class Sniffer(Protocol):
         else:
             self._check_greeted()
 
-    def choose(self, data: bytes) -> Session:
+    def choose(self, data: bytes) -> Inner:
         """The protocol this connection speaks, from its first bytes."""
         return self.factory.protocolFor(data[0], self.host)
 
@@ -195,7 +199,7 @@ class Sniffer(Protocol):
             return tally.CLIENT_CLOSED
         return tally.ERROR
 
-    def _start(self, inner: Session) -> None:
+    def _start(self, inner: Inner) -> None:
         self.inner = inner
         inner.makeConnection(self.bounded)
 
@@ -227,7 +231,7 @@ class ChatFactory(Factory):
     def buildProtocol(self, addr: IAddress) -> Protocol:
         return Sniffer(self)
 
-    def protocolFor(self, first: int, host: str) -> Session:
+    def protocolFor(self, first: int, host: str) -> Inner:
         if is_binary_start(first):
             return self.binary_protocol(host)
         return self.line_protocol(host)

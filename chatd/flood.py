@@ -11,6 +11,7 @@ from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from chatd.deadline import cancelled
 from chatd.rules import Ending, Limits
 
 
@@ -178,9 +179,7 @@ class FakeLag:
         return self.bucket.stamp
 
     def stop(self) -> None:
-        if self._resume is not None and self._resume.active():
-            self._resume.cancel()
-        self._resume = None
+        self._resume = cancelled(self._resume)
 
     def _go(self) -> None:
         self._resume = None

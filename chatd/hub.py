@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import TracebackType
 from collections import Counter
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -31,6 +31,23 @@ class Session(Protocol):
 
     def deliver(self, data: bytes) -> None:
         """Write C{data}, encoded lines or frames, to the client."""
+
+
+class HubSession:
+    """The L{Session} both protocols are: where their bytes are written, and
+    how they close after what the hub holds for them."""
+
+    hub: Hub
+    transport: Any
+
+    def deliver(self, data: bytes) -> None:
+        """Write to the client: every byte this connection sends passes here."""
+        self.transport.write(data)
+
+    def _close(self) -> None:
+        # What is held goes first: TLS drops what is written after the close.
+        self.hub.flush_to(self)
+        self.transport.loseConnection()
 
 
 class User:
@@ -159,6 +176,14 @@ class Hub:
         if self._names is None:
             self._names = linewire.encode_names(self.names())
         return linewire.users_line(len(self._order), self._names)
+
+    def current_names(self) -> list[str]:
+        """The C{users} reply's names as of now on every node: here, L{names}."""
+        return self.names()
+
+    def current_users_line(self) -> bytes:
+        """The C{!users} reply as of now on every node: here, L{users_line}."""
+        return self.users_line()
 
     def census(self) -> tuple[int, int, int]:
         """How many line users, binary users, and messages in their mailboxes."""

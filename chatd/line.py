@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Callable
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from chatd import linewire, tally
+from chatd.deadline import cancelled
 from chatd.flood import FakeLag, HostBudgets, Later
-from chatd.hub import Hub, LineUser
+from chatd.hub import Hub, HubSession, LineUser
 from chatd.rules import BadArguments, ChatError, Ending, check_text
+from chatd.store import StoreFailed
 
 COMMANDS = frozenset(
     {"nick", "changenickname", "users", "sendmsg", "sendto", "poke", "help", "quit"}
@@ -26,7 +29,7 @@ _FAILED = {
 }
 
 
-class LineProtocol(LineReceiver):
+class LineProtocol(HubSession, LineReceiver):
     """One PyChat-protocol connection."""
 
     log = Logger()
@@ -51,15 +54,22 @@ class LineProtocol(LineReceiver):
         self._flush: IDelayedCall | None = None
         self._seen_lf = False
         self.lag = FakeLag(self, hub.limits, clock, hosts, host)
+        # Several nodes: a !nick waiting for the database holds what follows.
+        self._joining = False
+        self._gone = False
 
     # Framing
 
     def dataReceived(self, data: bytes) -> None:
         if self.transport.disconnecting:
             return
-        if self._flush is not None and self._flush.active():
-            self._flush.cancel()
-        self._flush = None
+        if self._joining:
+            self._buffer += data
+            self.paused = True
+            if len(self._buffer) > self.hub.limits.max_input_backlog:
+                self.end(Ending.FLOOD)
+            return
+        self._flush = cancelled(self._flush)
         # A read with an LF in it shows a client that ends its lines: what
         # it has buffered is the head of a line, never a whole command.
         if not self._seen_lf and b"\n" in data:
@@ -131,9 +141,8 @@ class LineProtocol(LineReceiver):
         )
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        if self._flush is not None and self._flush.active():
-            self._flush.cancel()
-        self._flush = None
+        self._flush = cancelled(self._flush)
+        self._gone = True
         self.lag.stop()
         self._leave()
 
@@ -143,18 +152,9 @@ class LineProtocol(LineReceiver):
 
     # Output
 
-    def deliver(self, data: bytes) -> None:
-        """Write to the client: every byte this connection sends passes here."""
-        self.transport.write(data)
-
     def _send(self, data: bytes) -> None:
         """Answer the client, in order with what the hub pushes it."""
         self.hub.send(self, data)
-
-    def _close(self) -> None:
-        # What is held goes first: TLS drops what is written after the close.
-        self.hub.flush_to(self)
-        self.transport.loseConnection()
 
     # Commands
 
@@ -169,47 +169,75 @@ class LineProtocol(LineReceiver):
             counts[_FAILED[tally.UNKNOWN]] += 1
             self._error("unknown-command", f"{word} is not a command; try !help")
         else:
-            handler: Callable[[str], None] = getattr(self, f"on_{name}")
+            handler: Callable[[str], Deferred[None] | None] = getattr(self, f"on_{name}")
             try:
-                handler(rest)
+                result = handler(rest)
             except ChatError as e:
                 counts[_FAILED[name]] += 1
                 self._error(e.code, str(e))
             else:
                 counts[_OK[name]] += 1
+                # Several nodes: the outcome comes once the database has it.
+                if result is not None:
+                    result.addErrback(self._failed)
 
     def on_nick(self, rest: str) -> None:
         if self.user is not None:
             raise BadArguments("you have a name; use !changenickname")
         name = self._one_argument("!nick NAME", rest)
-        self.user = self.hub.join_line(name, self)
+        joined = self.hub.join_line(name, self)
+        # (Deferred's isinstance goes through ABCMeta: ask the cheap way.)
+        if isinstance(joined, LineUser):
+            self._joined(joined)
+            return None
+        # What the client sends next waits until the name is decided.
+        self._joining = self.paused = True
+        return joined.addCallback(self._joined).addErrback(self._failed).addBoth(self._resume)
+
+    def _joined(self, user: LineUser) -> None:
+        if self._gone:
+            # It hung up while its name was being claimed.
+            self.hub.leave(user)
+            return
+        self.user = user
         self._send(self.hub.users_line())
 
-    def on_changenickname(self, rest: str) -> None:
+    def _resume(self, result: object) -> object:
+        self._joining = False
+        if not self._gone and not self.lag.holding():
+            self.paused = False
+            self.dataReceived(b"")
+        return result
+
+    def on_changenickname(self, rest: str) -> Deferred[None] | None:
         assert self.user is not None
-        self.hub.rename(self.user, self._one_argument("!changenickname NEW", rest))
+        return self.hub.rename(self.user, self._one_argument("!changenickname NEW", rest))
 
-    def on_users(self, rest: str) -> None:
-        self._send(self.hub.users_line())
+    def on_users(self, rest: str) -> Deferred[None] | None:
+        line = self.hub.current_users_line()
+        if isinstance(line, bytes):
+            self._send(line)
+            return None
+        return line.addCallback(self._send)
 
-    def on_sendmsg(self, rest: str) -> None:
+    def on_sendmsg(self, rest: str) -> Deferred[None] | None:
         assert self.user is not None
         text = check_text(rest.strip(), self.hub.limits)
         if not self.lag.may_broadcast():
             raise Later()
-        self.hub.say_all(self.user, text)
+        return self.hub.say_all(self.user, text)
 
-    def on_sendto(self, rest: str) -> None:
+    def on_sendto(self, rest: str) -> Deferred[None] | None:
         assert self.user is not None
         parts = rest.split(None, 1)
         if not parts:
             raise BadArguments("usage: !sendto NAME TEXT")
         text = check_text(parts[1].strip() if len(parts) > 1 else "", self.hub.limits)
-        self.hub.say_to(self.user, parts[0], text)
+        return self.hub.say_to(self.user, parts[0], text)
 
-    def on_poke(self, rest: str) -> None:
+    def on_poke(self, rest: str) -> Deferred[None] | None:
         assert self.user is not None
-        self.hub.poke(self.user, self._one_argument("!poke NAME", rest))
+        return self.hub.poke(self.user, self._one_argument("!poke NAME", rest))
 
     def on_help(self, rest: str) -> None:
         self._send(linewire.HELP_LINES)
@@ -231,6 +259,17 @@ class LineProtocol(LineReceiver):
         if self.user is not None:
             self.hub.leave(self.user)
             self.user = None
+
+    def _failed(self, reason: Failure) -> None:
+        """A command refused once the database had its say."""
+        if self._gone or self.transport.disconnecting:
+            return
+        if reason.check(ChatError):
+            self._error(reason.value.code, str(reason.value))
+        elif reason.check(StoreFailed):
+            self._error("storage-failed", "the chat's database is unreachable; try again later")
+        else:
+            self.log.failure("command failed", reason)
 
     def _error(self, code: str, text: str, close: str | None = None) -> None:
         """Send an error line; with C{close}, a reason, then close the connection."""

@@ -23,6 +23,7 @@ CLOSING: dict[Ending, str] = {
     Ending.TIMEOUT: "no !nick in time",
     Ending.FLOOD: "too many commands; slow down",
     Ending.SERVER_SHUTDOWN: "the server is shutting down",
+    Ending.NODE_LOST: "this node lost contact with the chat's database; connect again",
 }
 
 

@@ -53,6 +53,8 @@ class Ending(Enum):
     TIMEOUT = "timeout"
     FLOOD = "flood"
     SERVER_SHUTDOWN = "server-shutdown"
+    # Several nodes: this node lost contact with the database for too long.
+    NODE_LOST = "node-lost"
 
 
 class ChatError(Exception):

@@ -22,6 +22,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from chatd.deadline import cancelled
+
 _T = TypeVar("_T")
 
 
@@ -272,8 +274,7 @@ class SqliteStore(Service):
 
     def _close(self) -> None:
         self._closed = True
-        if self._next is not None and self._next.active():
-            self._next.cancel()
+        self._next = cancelled(self._next)
         self._worker.stop()
         self._db.close()
 

@@ -32,11 +32,13 @@ UNKNOWN_COMMAND = "unknown-command"
 REFUSED = "refused"
 STORE_FAILED = "store-failed"
 SHUTDOWN = "shutdown"
+# Several nodes: this node lost contact with the database past its lease.
+NODE_LOST = "node-lost"
 
 REASONS = (
     CLIENT_CLOSED, QUIT, ERROR, SERVER_FULL, HOST_FULL, HANDSHAKE_TIMEOUT,
     IDLE_TIMEOUT, FLOOD, SLOW_READER, LINE_TOO_LONG, FRAME_TOO_LONG,
-    NICK_REQUIRED, UNKNOWN_COMMAND, REFUSED, STORE_FAILED, SHUTDOWN,
+    NICK_REQUIRED, UNKNOWN_COMMAND, REFUSED, STORE_FAILED, SHUTDOWN, NODE_LOST,
 )
 
 # The reason an ending for a limit gives, unless a more precise one came first
@@ -46,6 +48,7 @@ ENDINGS: dict[Ending, str] = {
     Ending.TIMEOUT: HANDSHAKE_TIMEOUT,
     Ending.FLOOD: FLOOD,
     Ending.SERVER_SHUTDOWN: SHUTDOWN,
+    Ending.NODE_LOST: NODE_LOST,
 }
 
 # The limit (a field of Limits, an option of twistd chatd) behind a reason.

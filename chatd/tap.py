@@ -22,6 +22,9 @@ from chatd.store import CommitReport, MemoryStore, SqliteStore, Store, ThreadWor
 from chatd.webpage import web_site
 from chatd.websocket import parse_origin
 
+# psycopg is an extra: chatd.cluster loads it only for a postgresql:// --database.
+from chatd.postgres import is_postgres
+
 if TYPE_CHECKING:
     from chatd.metrics import Metrics
 
@@ -94,7 +97,13 @@ class Options(usage.Options):
          "Seconds a closing connection has to take its last bytes.", float],
         ["database", None, None,
          "SQLite file that keeps the binary users and their mail across "
-         "restarts (created if missing); without it they live in memory only."],
+         "restarts (created if missing); or a PostgreSQL URI "
+         "(postgresql://USER:PASSWORD@HOST:PORT/DB): every chatd given the same "
+         "one is a node of one server. Without it all lives in memory only."],
+        ["node-lease", None, 10.0,
+         "With a PostgreSQL --database: seconds within which a dead node's line "
+         "users are freed; a node cut off from the database drops its own after "
+         "three fifths of it.", float],
         ["metrics", None, None,
          "Endpoint serving Prometheus metrics at /metrics and health at /healthz, "
          "e.g. tcp:9100:interface=127.0.0.1; off by default."],
@@ -164,7 +173,9 @@ class Options(usage.Options):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be more than 0")
         if self["database"] == "":
-            raise usage.UsageError("--database needs a file name")
+            raise usage.UsageError("--database needs a file name or a postgresql:// URI")
+        if not 1 <= self["node-lease"] <= 3600:
+            raise usage.UsageError("--node-lease must be between 1 and 3600 seconds")
         if self["metrics"] == "":
             raise usage.UsageError("--metrics needs an endpoint")
         if self["log-format"] not in ("text", "json"):
@@ -224,12 +235,16 @@ def makeService(config: Options, reactor: IReactorTime | None = None) -> MultiSe
 
         metrics = Metrics(reactor, database=config["database"] is not None)
     store: Store = MemoryStore()
-    if config["database"] is not None:
+    if config["database"] is not None and is_postgres(config["database"]):
+        hub: Hub = _cluster_hub(config, reactor, top)
+    elif config["database"] is not None:
         report = metrics.store_report if metrics is not None else None
         store = _sqlite_store(config["database"], reactor, report)
         # Before the ports, so that it is started first.
         store.setServiceParent(top)
-    hub = Hub(config.limits(), store, reactor)  # type: ignore[arg-type]
+        hub = Hub(config.limits(), store, reactor)  # type: ignore[arg-type]
+    else:
+        hub = Hub(config.limits(), store, reactor)  # type: ignore[arg-type]
     factory = ChatFactory(hub, reactor)  # type: ignore[arg-type]
     # Before the ports, so stopped after them: they stop accepting first.
     draining = Draining(factory)
@@ -271,3 +286,24 @@ def _sqlite_store(
         # twistd prints this and exits 1: one readable line, not a traceback.
         raise SystemExit(f"chatd: {e}")
     return SqliteStore(db, reactor, ThreadWorker(reactor), report)  # type: ignore[arg-type]
+
+
+def _cluster_hub(config: Options, reactor: IReactorTime, top: MultiService) -> Hub:
+    """A node of the server whose state is in the PostgreSQL C{--database}."""
+    from chatd import postgres
+    from chatd.cluster import ClusterHub, Node, new_node_id
+
+    uri = config["database"]
+    try:
+        postgres.prepare(uri)
+        users = postgres.load_users(uri)
+    except postgres.UnusableDatabase as e:
+        raise SystemExit(f"chatd: {e}")
+    engine = postgres.Engine(uri, reactor)
+    # Before the ports and the node, so that it is stopped after them.
+    engine.setServiceParent(top)
+    hub = ClusterHub(config.limits(), engine, reactor, new_node_id())
+    # The node serves knowing every user; its listener catches up from there.
+    hub.snapshot(users)
+    Node(hub, engine, reactor, config["node-lease"]).setServiceParent(top)
+    return hub

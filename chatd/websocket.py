@@ -40,7 +40,7 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 from zope.interface import implementer
 
 from chatd.bounded import sender
-from chatd.factory import Session, Sniffer
+from chatd.factory import Inner, Sniffer
 
 if TYPE_CHECKING:
     from chatd.factory import ChatFactory
@@ -86,7 +86,7 @@ class MessageSniffer(Sniffer):
         super().__init__(factory)
         self.connection = connection
 
-    def choose(self, data: bytes) -> Session:
+    def choose(self, data: bytes) -> Inner:
         if self.connection.binary:
             return self.factory.binary_protocol(self.host)
         line = self.factory.line_protocol(self.host)

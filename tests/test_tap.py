@@ -11,7 +11,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import IPlugin, getPlugins
 from twisted.python.usage import UsageError
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.server import Site
 
 from chatd import tap
@@ -172,3 +172,33 @@ class PluginTests(SynchronousTestCase):
     def test_found_by_twisted(self) -> None:
         names = [maker.tapname for maker in getPlugins(IServiceMaker)]
         self.assertIn("chatd", names)
+
+
+class PostgresOptionTests(SynchronousTestCase):
+    def test_node_lease(self) -> None:
+        """--node-lease defaults to 10 s and must be between 1 and 3600."""
+        self.assertEqual(parse()["node-lease"], 10.0)
+        self.assertEqual(parse("--node-lease", "2.5")["node-lease"], 2.5)
+        for bad in ("0", "0.5", "3601", "soon"):
+            self.assertRaises(UsageError, parse, "--node-lease", bad)
+
+    def test_unreachable_database_ends_the_start(self) -> None:
+        """A PostgreSQL URI nobody answers on ends twistd with one readable
+        line, without the password."""
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise SkipTest("psycopg is not installed")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        uri = f"postgresql://chatd:hunter2@127.0.0.1:{port}/chatd"
+        e = self.assertRaises(
+            SystemExit, tap.makeService, parse("--database", uri), MemoryReactorClock()
+        )
+        message = str(e)
+        self.assertTrue(
+            message.startswith(f"chatd: cannot use database postgresql://chatd:***@127.0.0.1:{port}/chatd: "),
+            message,
+        )
+        self.assertNotIn("hunter2", message)

@@ -1,0 +1,435 @@
+"""PostgreSQL behind C{--database postgresql://...}: the engine every node shares.
+
+Two connections per node, each used by one thread of its own, so psycopg's
+blocking calls never run on the reactor:
+
+ - L{Engine} runs the node's changes. What one turn of the reactor hands it
+   crosses as one transaction, with the events the other nodes must see sent
+   by C{NOTIFY} in as few payloads as fit, and every caller's Deferred fires
+   once that transaction is committed (or failed: nothing of it was stored).
+ - L{Listener} C{LISTEN}s for those events and hands them to the reactor in
+   the order PostgreSQL delivers them, which is the order of the commits,
+   the same on every node. Each time it connects it first reads the user
+   list afresh, so a node that was cut off catches up.
+
+Threads rather than psycopg's asyncio API: chatd runs on any reactor, and a
+dedicated thread with a plain connection is how C{SqliteStore} already keeps
+SQLite off the reactor.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from chatd.deadline import cancelled
+from chatd.store import StoreFailed, ThreadWorker
+
+CHANNEL = "chatd"
+# PostgreSQL's limit on a NOTIFY payload is 8000 bytes; room to spare.
+PAYLOAD = 7500
+# Seconds to wait for a connection before calling the database unreachable.
+CONNECT_TIMEOUT = 3
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS chatd_version (version integer NOT NULL);
+-- Every user of every node, in order of arrival (seq). Line users belong to
+-- the node they are connected to; binary users to none, since they outlive
+-- their connections.
+CREATE TABLE IF NOT EXISTS chatd_users (
+    seq bigserial PRIMARY KEY,
+    folded text NOT NULL UNIQUE,
+    name text NOT NULL,
+    kind char(1) NOT NULL,      -- 'l' line, 'b' binary
+    node text,                  -- the node of a line user
+    host text NOT NULL          -- the peer host that may claim a binary name back
+);
+CREATE TABLE IF NOT EXISTS chatd_mail (
+    id bigserial PRIMARY KEY,
+    receiver bigint NOT NULL REFERENCES chatd_users (seq) ON DELETE CASCADE,
+    sender text NOT NULL,
+    sender_key text NOT NULL,   -- the sender's folded name: its share of the mailbox
+    text text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chatd_mail_by_receiver ON chatd_mail (receiver, id);
+-- One row a live node, renewed well inside its lease.
+CREATE TABLE IF NOT EXISTS chatd_nodes (
+    id text PRIMARY KEY,
+    lease double precision NOT NULL,
+    renewed timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+# Taken while the schema is made, so two nodes starting at once do not race.
+_SCHEMA_LOCK = 0x63686174
+
+
+class UnusableDatabase(Exception):
+    """The PostgreSQL database cannot be used; the text says why."""
+
+
+def is_postgres(database: str) -> bool:
+    return database.startswith(("postgresql://", "postgres://"))
+
+
+def connect(uri: str) -> Any:
+    import psycopg
+
+    return psycopg.connect(uri, connect_timeout=CONNECT_TIMEOUT)
+
+
+def prepare(uri: str) -> None:
+    """Create or check the schema; raise L{UnusableDatabase} with a reason."""
+    try:
+        import psycopg
+    except ImportError:
+        raise UnusableDatabase(
+            "--database postgresql://... needs psycopg: pip install 'chatd[postgresql]'"
+        )
+    try:
+        with connect(uri) as db:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            db.execute(SCHEMA)
+            row = db.execute("SELECT version FROM chatd_version").fetchone()
+            if row is None:
+                db.execute("INSERT INTO chatd_version VALUES (%s)", (SCHEMA_VERSION,))
+            elif row[0] > SCHEMA_VERSION:
+                raise UnusableDatabase(
+                    f"the database has schema version {row[0]}; this chatd knows "
+                    f"versions up to {SCHEMA_VERSION}"
+                )
+    except psycopg.Error as e:
+        raise UnusableDatabase(f"cannot use database {redact(uri)}: {reason(e)}") from e
+
+
+USERS = "SELECT seq, name, kind, node, host FROM chatd_users ORDER BY seq"
+
+
+def load_users(uri: str) -> list[tuple[Any, ...]]:
+    """Every user of every node, in order of arrival: read once at start, blocking."""
+    import psycopg
+
+    try:
+        with connect(uri) as db:
+            return list(db.execute(USERS).fetchall())
+    except psycopg.Error as e:
+        raise UnusableDatabase(f"cannot use database {redact(uri)}: {reason(e)}") from e
+
+
+def redact(uri: str) -> str:
+    """C{uri} without its password, fit for a log."""
+    head, at, tail = uri.rpartition("@")
+    if not at or ":" not in head.split("//", 1)[-1]:
+        return uri
+    scheme, _, credentials = head.partition("//")
+    return f"{scheme}//{credentials.split(':', 1)[0]}:***@{tail}"
+
+
+def reason(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+class _NotBegun(Exception):
+    """The transaction could not even begin: nothing of it reached the database."""
+
+
+class Op(Protocol):
+    """One change, run in the engine's thread inside the batch's transaction."""
+
+    # Names (folded) this change claims: locked, in one order, before any change.
+    claims: Sequence[str]
+    # Whether a change that failed is tried again with the next batch rather
+    # than reported: one nobody waits on, such as a departure.
+    retry: bool
+
+    def run(self, cursor: Any) -> tuple[Any, list[Any]]:
+        """Do it; return its result for the reactor and the events it sends.
+
+        An op may instead have C{start(db)}, which sends its statement on a
+        cursor of its own and returns it, and C{finish(cursor)}, which reads
+        the result: those of a batch share one round trip. Or a
+        C{run_many(cursor, ops)} that does a run of ops of its kind in one
+        statement, returning an outcome (result, events) for each.
+        """
+
+
+class Engine(Service):
+    """Runs changes on PostgreSQL in batches, one transaction a turn, off the reactor."""
+
+    log = Logger()
+
+    def __init__(self, uri: str, reactor: IReactorTime) -> None:
+        self.uri = uri
+        self._clock = reactor
+        self._worker = ThreadWorker(reactor)  # type: ignore[arg-type]
+        self._db: Any = None
+        self._pending: list[tuple[Op, Deferred[Any]]] = []
+        self._waiting: list[Deferred[None]] = []
+        self._committing: list[Deferred[None]] | None = None
+        self._next: IDelayedCall | None = None
+        self._failing = False
+        self._closed = False
+
+    def submit(self, op: Op) -> Deferred[Any]:
+        """Run C{op} with the next batch; fires with its result once committed."""
+        d: Deferred[Any] = Deferred()
+        self._pending.append((op, d))
+        self._schedule(0)
+        return d
+
+    def settled(self) -> bool:
+        return not self._pending and self._committing is None
+
+    def committed(self) -> Deferred[None]:
+        """Fires once every change submitted so far is committed, or failed."""
+        if self._pending:
+            waiting = self._waiting
+        elif self._committing is not None:
+            waiting = self._committing
+        else:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        waiting.append(d)
+        return d
+
+    def startService(self) -> None:
+        super().startService()
+        self._worker.start()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        d = self.committed()
+        d.addBoth(lambda _: self._close())
+        return d
+
+    def _close(self) -> None:
+        self._closed = True
+        self._next = cancelled(self._next)
+        self._worker.run(self._disconnect)
+        self._worker.stop()
+
+    def _schedule(self, delay: float) -> None:
+        if self._next is None and self._committing is None and not self._closed:
+            self._next = self._clock.callLater(delay, self._commit)
+
+    def _commit(self) -> None:
+        self._next = None
+        batch, self._pending = self._pending, []
+        self._committing, self._waiting = self._waiting, []
+        ops = [op for op, _ in batch]
+        self._worker.run(lambda: self._apply(ops)).addBoth(self._done, batch)
+
+    def _apply(self, ops: list[Op]) -> list[Any]:
+        """In the worker: every op in one transaction, its events notified."""
+        import psycopg
+
+        fresh = self._db is None or self._db.closed
+        if fresh:
+            self._db = connect(self.uri)
+        try:
+            return self._transaction(ops)
+        except _NotBegun:
+            if fresh:
+                raise
+            # The connection died while idle (a database restart) and nothing
+            # was sent: once more, on a new one.
+            self._db = connect(self.uri)
+            return self._transaction(ops)
+        except psycopg.Error:
+            if self._db.broken or self._db.closed:
+                self._disconnect()
+            raise
+
+    def _transaction(self, ops: list[Op]) -> list[Any]:
+        import psycopg
+
+        db = self._db
+        try:
+            transaction = db.transaction()
+            transaction.__enter__()
+        except psycopg.OperationalError as e:
+            self._disconnect()
+            raise _NotBegun(reason(e)) from e
+        try:
+            cursor = db.cursor()
+            claims = sorted({_lock_key(name) for op in ops for name in op.claims})
+            if claims:
+                # All at once and in one order: two batches never deadlock.
+                cursor.execute(
+                    "SELECT count(pg_advisory_xact_lock(k)) FROM"
+                    " (SELECT k FROM unnest(%s::bigint[]) AS k ORDER BY k) AS s",
+                    (claims,),
+                )
+            # Pipelined: the statements of ops that can wait for their
+            # results go out together, one round trip for all of them.
+            with db.pipeline():
+                outcomes = _outcomes(db, cursor, ops)
+                results, events = [], []
+                for op, outcome in zip(ops, outcomes):
+                    finish = getattr(op, "finish", None)
+                    result, sent = finish(outcome) if finish is not None else outcome
+                    results.append(result)
+                    events.extend(sent)
+                for payload in payloads(events):
+                    cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+        except BaseException as e:
+            transaction.__exit__(type(e), e, e.__traceback__)
+            raise
+        transaction.__exit__(None, None, None)
+        return results
+
+    def _disconnect(self) -> None:
+        if self._db is not None:
+            try:
+                self._db.close()
+            except Exception:
+                pass
+            self._db = None
+
+    def _done(self, result: list[Any] | Failure, batch: list[tuple[Op, Deferred[Any]]]) -> None:
+        waiting, self._committing = self._committing or [], None
+        if isinstance(result, Failure):
+            if not self._failing:
+                self._failing = True
+                self.log.error(
+                    "cannot commit to the database: {reason}", reason=reason(result.value)
+                )
+            error = StoreFailed(f"not committed: {reason(result.value)}")
+            again = [(op, d) for op, d in batch if op.retry]
+            self._pending[:0] = again
+            if self._pending:
+                self._schedule(1.0 if again else 0)
+            for op, d in batch:
+                if not op.retry:
+                    d.errback(Failure(error))
+            for w in waiting:
+                w.errback(Failure(error))
+            return
+        if self._failing:
+            self._failing = False
+            self.log.info("committing to the database again")
+        if self._pending:
+            self._schedule(0)
+        for (_, d), value in zip(batch, result):
+            d.callback(value)
+        for w in waiting:
+            w.callback(None)
+
+
+def _outcomes(db: Any, cursor: Any, ops: list[Op]) -> list[Any]:
+    """Send every op's statements, in order: a run of ops of one kind that
+    can be one statement (C{run_many}) is one; ops with C{start} are
+    pipelined, to be finished once all are sent."""
+    outcomes: list[Any] = []
+    i = 0
+    while i < len(ops):
+        op = ops[i]
+        many = getattr(op, "run_many", None)
+        if many is not None:
+            j = i + 1
+            while j < len(ops) and type(ops[j]) is type(op):
+                j += 1
+            outcomes.extend(many(cursor, ops[i:j]))
+            i = j
+            continue
+        start = getattr(op, "start", None)
+        outcomes.append(start(db) if start is not None else op.run(cursor))
+        i += 1
+    return outcomes
+
+
+def _lock_key(folded: str) -> int:
+    import zlib
+
+    return zlib.crc32(folded.encode("utf-8"))
+
+
+def payloads(events: Iterable[Any]) -> list[str]:
+    """The events as JSON arrays of at most L{PAYLOAD} bytes each."""
+    out: list[str] = []
+    chunk: list[str] = []
+    size = 2
+    for event in events:
+        encoded = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+        n = len(encoded.encode("utf-8")) + 1
+        if chunk and size + n > PAYLOAD:
+            out.append("[" + ",".join(chunk) + "]")
+            chunk, size = [], 2
+        chunk.append(encoded)
+        size += n
+    if chunk:
+        out.append("[" + ",".join(chunk) + "]")
+    return out
+
+
+class Listener:
+    """A thread that C{LISTEN}s for the nodes' events, reconnecting for ever.
+
+    On each connection it calls C{snapshot(rows)} with the user list as it is
+    once listening, then C{events(list)} for every notification, in order,
+    all in the reactor's thread.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        uri: str,
+        reactor: IReactorFromThreads,
+        snapshot: Callable[[list[tuple[Any, ...]]], None],
+        events: Callable[[list[Any]], None],
+    ) -> None:
+        self.uri = uri
+        self._reactor = reactor
+        self._snapshot = snapshot
+        self._events = events
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chatd-listen", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(CONNECT_TIMEOUT + 2)
+
+    def _run(self) -> None:
+        delay = 0.1
+        while not self._stopping.is_set():
+            try:
+                self._listen()
+                delay = 0.1
+            except Exception as e:
+                self._reactor.callFromThread(
+                    self.log.warn, "listening to the database: {reason}", reason=reason(e)
+                )
+            # Capped backoff: back within a second of the database.
+            self._stopping.wait(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _listen(self) -> None:
+        with connect(self.uri) as db:
+            db.autocommit = True
+            db.execute(f"LISTEN {CHANNEL}")
+            rows = db.execute(USERS).fetchall()
+            self._reactor.callFromThread(self._snapshot, rows)
+            while not self._stopping.is_set():
+                # The first notification, and any that came in the same read.
+                batch = [
+                    json.loads(n.payload) for n in db.notifies(timeout=0.5, stop_after=1)
+                ]
+                # A notifies() generator that ends with a timeout may hide a
+                # dropped connection: ask it.
+                if not batch:
+                    db.execute("SELECT 1")
+                    continue
+                events = [event for chunk in batch for event in chunk]
+                self._reactor.callFromThread(self._events, events)

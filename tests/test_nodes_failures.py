@@ -1,0 +1,185 @@
+"""Several nodes when something fails: a node killed, PostgreSQL restarted or gone."""
+
+from __future__ import annotations
+
+import time
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests import pgserver
+from tests.nodes import (
+    PATIENCE,
+    BinaryClient,
+    Cluster,
+    LineClient,
+    eventually,
+    require_postgres,
+)
+
+LEASE = 2.0
+
+
+class FailureTestCase(SynchronousTestCase):
+    def line(self, port: int, nick: str | None = None) -> LineClient:
+        client = LineClient(port, nick)
+        self.addCleanup(client.close)
+        return client
+
+    def binary(self, port: int, name: str | None = None) -> BinaryClient:
+        client = BinaryClient(port, name)
+        self.addCleanup(client.close)
+        return client
+
+
+class KilledNodeTests(FailureTestCase):
+    def test_sigkill(self) -> None:
+        """A node killed with SIGKILL: within its lease its line users are
+        gone everywhere and their names free; its binary users keep their
+        names and every acknowledged message."""
+        require_postgres()
+        cluster = Cluster(
+            self, pgserver.fresh_database(), "--node-lease", str(LEASE), "--mailbox-share", "100"
+        )
+        a, b = cluster.start(2)
+        watcher = self.line(b, "watcher")
+        self.line(a, "doomed")
+        mailer = self.binary(a, "mailer")
+        acked = [
+            f"m{i}" for i in range(20)
+            if mailer.ask(b"send", b"mailer", f"m{i}".encode()) == "Message added to storage!"
+        ]
+        self.assertEqual(len(acked), 20)
+        killed = time.monotonic()
+        cluster.nodes[0].kill()
+        watcher.expect(lambda l: l == "!left doomed", timeout=LEASE * 3)
+        # Within the lease (and a little, for a machine under load).
+        self.assertLess(time.monotonic() - killed, LEASE + 0.5)
+        watcher.say("!users")
+        self.assertEqual(watcher.expect(lambda l: l.startswith("!users")), "!users 2 watcher mailer")
+        self.line(b, "doomed")
+        back = self.binary(b)
+        self.assertEqual(back.ask(b"register", b"mailer"), "Nice to see you, mailer")
+        self.assertEqual(back.receive(), [("mailer", text) for text in acked])
+
+
+class StoppedNodeTests(FailureTestCase):
+    def test_sigterm(self) -> None:
+        """A node stopped as Docker stops it: its line users are told, and the
+        others see them leave at once, not a lease later."""
+        require_postgres()
+        cluster = Cluster(self, pgserver.fresh_database(), "--node-lease", "60")
+        a, b = cluster.start(2)
+        watcher = self.line(b, "watcher")
+        leaving = self.line(a, "leaving")
+        stopped = time.monotonic()
+        log = cluster.nodes[0].stop()
+        self.assertEqual(
+            leaving.expect(lambda l: l.startswith("!error")),
+            "!error server-shutdown the server is shutting down",
+        )
+        watcher.expect(lambda l: l == "!left leaving")
+        self.assertLess(time.monotonic() - stopped, 10, log)
+        self.line(b, "leaving")
+
+
+class DatabaseFailureTests(FailureTestCase):
+    def setUp(self) -> None:
+        require_postgres()
+        self.pg = pgserver.PostgresServer()
+        self.addCleanup(self.pg.destroy)
+        self.pg.start()
+        self.uri = self.pg.new_database()
+
+    def test_restart_in_traffic(self) -> None:
+        """PostgreSQL restarted while clients send: no node crashes, what could
+        not be stored is refused, never acknowledged and lost, and service
+        resumes on its own within 10 s."""
+        cluster = Cluster(self, self.uri, "--node-lease", "15", "--mailbox-share", "100")
+        a, b = cluster.start(2)
+        alice = self.line(a, "alice")
+        bob = self.line(b, "bob")
+        self.binary(b, "rcpt").close()
+        sender = self.binary(a, "sender")
+        acked: list[str] = []
+        refused = 0
+
+        def send(i: int) -> None:
+            nonlocal sender, refused
+            try:
+                reply = sender.ask(b"send", b"rcpt", f"t{i}".encode())
+            except ConnectionError:
+                reply = ""
+            if reply == "Message added to storage!":
+                acked.append(f"t{i}")
+                return
+            refused += 1
+            # Refused: the connection is closed; come back and claim the name again.
+            sender.close()
+            sender = BinaryClient(a)
+            try:
+                sender.ask(b"register", b"sender")
+            except ConnectionError:
+                pass
+
+        for i in range(20):
+            send(i)
+        self.pg.stop()
+        for i in range(20, 30):
+            send(i)
+        alice.say("!sendmsg while down")
+        self.assertEqual(
+            alice.expect(lambda l: l.startswith("!error")),
+            "!error storage-failed the chat's database is unreachable; try again later",
+        )
+        self.pg.start()
+        restarted = time.monotonic()
+
+        def works() -> bool:
+            alice.say(f"!sendto bob ping{time.monotonic()}")
+            return bool(bob.line(0.5))
+
+        eventually(works, "cross-node chat after the restart")
+        self.assertLess(time.monotonic() - restarted, 10)
+        for i in range(30, 50):
+            send(i)
+        self.assertGreaterEqual(refused, 10)
+        self.assertIn("t49", acked)
+        self.assertEqual([n.process.poll() for n in cluster.nodes], [None, None])
+        rcpt = self.binary(b)
+        self.assertEqual(rcpt.ask(b"register", b"rcpt"), "Nice to see you, rcpt")
+        got = [text for _, text in rcpt.receive()]
+        # Every acknowledged message, once, in order; a refused one may have
+        # been stored if the database went away just after its commit.
+        self.assertEqual([t for t in got if t in acked], acked)
+        self.assertEqual(len(got), len(set(got)))
+
+    def test_cut_off_longer_than_lease(self) -> None:
+        """A node cut off from the database for longer than its lease drops
+        its line users, so no name is held twice once it is back."""
+        cluster = Cluster(self, self.uri, "--node-lease", str(LEASE))
+        a, b = cluster.start(2)
+        alice = self.line(a, "alice")
+        bob = self.line(b, "bob")
+        self.binary(a, "carol").close()
+        self.pg.stop()
+        for client in (alice, bob):
+            self.assertEqual(
+                client.expect(lambda l: l.startswith("!error"), timeout=LEASE * 3),
+                "!error node-lost this node lost contact with the chat's database; connect again",
+            )
+            self.assertEqual(client.line(PATIENCE), "")
+        self.pg.start()
+
+        def claimed(port: int, name: str) -> LineClient | None:
+            try:
+                client = LineClient(port, name)
+            except AssertionError:
+                return None
+            self.addCleanup(client.close)
+            return client
+
+        eventually(lambda: claimed(b, "alice"), "alice's name to be free again")
+        dave = eventually(lambda: claimed(a, "dave"), "the cut-off node to serve again")
+        assert isinstance(dave, LineClient)
+        dave.say("!users")
+        self.assertEqual(dave.expect(lambda l: l.startswith("!users")), "!users 3 carol alice dave")
