@@ -72,6 +72,11 @@ class BinaryProtocol(HubSession, Protocol):
     since the frames of a read are the hottest path of the server.
     """
 
+    # Whether each reply is written on its own, as one WebSocket message is
+    # (PROTOCOL.md section 6), rather than with the others of the turn: a
+    # binary session is pushed nothing, so its replies keep their order.
+    whole_replies = False
+
     log = Logger()
     protocol_name = "binary"
 
@@ -351,7 +356,10 @@ class BinaryProtocol(HubSession, Protocol):
     def _write(self, data: bytes, close: bool) -> None:
         if self.transport.disconnecting:
             return
-        self.hub.send(self, data)
+        if self.whole_replies:
+            self.deliver(data)
+        else:
+            self.hub.send(self, data)
         if close:
             self._close()
 

@@ -88,7 +88,9 @@ class MessageSniffer(Sniffer):
 
     def choose(self, data: bytes) -> Inner:
         if self.connection.binary:
-            return self.factory.binary_protocol(self.host)
+            binary = self.factory.binary_protocol(self.host)
+            binary.whole_replies = True
+            return binary
         line = self.factory.line_protocol(self.host)
         line.ends_every_line()
         return line

@@ -176,6 +176,17 @@ class BinaryOverWebSocketTests(TestCase):
             [b"Hello, dave", b"1", b"dave", b"U've been successfully logouted"],
         )
 
+    async def test_each_reply_is_one_message(self) -> None:
+        """Commands sent together get their replies each in a binary message of its own."""
+        server = await web(self)
+        peer = await server.ws()
+        peer.binary(command(b"register", b"erin") + command(b"users") + command(b"receive"))
+        await peer.until_count(3)
+        self.assertEqual(
+            peer.messages,
+            [frame(b"Hello, erin"), frame(b"1") + frame(b"erin"), frame(b"0")],
+        )
+
     async def test_over_long_frame_refused_like_tcp(self) -> None:
         server = await web(self, max_frame_length=64)
         peer = await server.ws()
