@@ -22,6 +22,7 @@ OPEN_LIMITS = [
     "--max-binary-users-per-host", BIG,
     "--mailbox-size", BIG,
     "--mailbox-share", BIG,
+    "--mailbox-host-share", BIG,
     "--broadcast-rate", BIG,
     "--broadcast-burst", BIG,
     "--handshake-timeout", "600",

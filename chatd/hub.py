@@ -64,11 +64,12 @@ class User:
 class LineUser(User):
     """A user of the line protocol: messages are pushed to its session."""
 
-    __slots__ = ("session",)
+    __slots__ = ("session", "host")
 
-    def __init__(self, name: str, session: Session) -> None:
+    def __init__(self, name: str, session: Session, host: str = "local") -> None:
         super().__init__(name)
         self.session = session
+        self.host = host
 
 
 class BinaryUser(User):
@@ -145,7 +146,10 @@ class Hub:
         self._names = None
         # Whether a sender's share of a mailbox is less than all of it, and
         # so worth counting.
-        self._sharing = self.limits.mailbox_share < self.limits.mailbox_size
+        self._sharing = (
+            min(self.limits.mailbox_share, self.limits.mailbox_host_share)
+            < self.limits.mailbox_size
+        )
         for kept in self.store.load():
             user = BinaryUser(kept.name, kept.host, kept.key)
             user.mailbox.extend(kept.mail)
@@ -203,7 +207,7 @@ class Hub:
         """Add a line user, announcing it to the other line users."""
         check_name(name, self.limits)
         self._claim(name, None)
-        user = LineUser(name, session)
+        user = LineUser(name, session, getattr(session, "host", "local"))
         self._add(user)
         if self._batches:
             # It gets what is announced from now on, not what came before.
@@ -279,10 +283,11 @@ class Hub:
         self._announce(linewire.msg(sender.name, text), exclude=sender)
         self.tally.pushed += len(self._line_sessions) - isinstance(sender, LineUser)
         name = sender.name
+        host = getattr(sender, "host", None)
         full = [
             user
             for user in self._binary_users
-            if user is not sender and not self._post(user, name, text)
+            if user is not sender and not self._post(user, name, text, host)
         ]
         # Counted once a broadcast, not once a recipient: this is the hot path.
         tally = self.tally
@@ -307,7 +312,7 @@ class Hub:
         self._announce(linewire.encode(line))
         self.tally.pushed += len(self._line_sessions)
         if isinstance(target, BinaryUser):
-            self._mail_one(target, poker.name, line)
+            self._mail_one(target, poker.name, line, getattr(poker, "host", None))
 
     def take_mail(self, user: BinaryUser) -> list[Mail]:
         """Every message queued for C{user}, oldest first; the mailbox is then empty."""
@@ -404,25 +409,31 @@ class Hub:
             self.tally.pushed += 1
         elif isinstance(receiver, BinaryUser):
             # _mail_one inline: this is the hot path of binary sends.
-            if not self._post(receiver, sender.name, text):
+            if not self._post(receiver, sender.name, text, getattr(sender, "host", None)):
                 self.tally.mailbox_full += 1
                 raise MailboxFull([receiver.name])
             self.tally.mailed += 1
 
-    def _mail_one(self, receiver: BinaryUser, sender: str, text: str) -> None:
+    def _mail_one(
+        self, receiver: BinaryUser, sender: str, text: str, host: str | None = None
+    ) -> None:
         """Queue mail for one user, counted; raise L{MailboxFull} if there is no room."""
-        if self._post(receiver, sender, text):
+        if self._post(receiver, sender, text, host):
             self.tally.mailed += 1
         else:
             self.tally.mailbox_full += 1
             raise MailboxFull([receiver.name])
 
-    def _post(self, receiver: BinaryUser, sender: str, text: str) -> bool:
+    def _post(
+        self, receiver: BinaryUser, sender: str, text: str, host: str | None = None
+    ) -> bool:
         """Queue mail for C{receiver}; whether its mailbox had room for it.
 
-        There is room while the mailbox is not full and the sender has less
-        than its share (C{mailbox_share}) of it, so that mail from everyone
-        else still fits whatever one sender sends.
+        There is room while the mailbox is not full, the sender has less
+        than its share (C{mailbox_share}) of it, and the sender's peer
+        C{host} less than its share (C{mailbox_host_share}), so that mail
+        from everyone else still fits whatever one sender sends, under
+        however many names.
 
         A full mailbox is not logged: the sender is told, and one broadcast
         could otherwise log a line for every full mailbox on the server.
@@ -437,6 +448,12 @@ class Hub:
             waiting = shares.get(folded, 0)
             if waiting >= self.limits.mailbox_share:
                 return False
+            if host is not None:
+                # Apart from the names: no name holds a control character.
+                from_host = shares.get(_HOST + host, 0)
+                if from_host >= self.limits.mailbox_host_share:
+                    return False
+                shares[_HOST + host] = from_host + 1
             shares[folded] = waiting + 1
         key = self.store.add_mail(receiver.key, sender, text)
         receiver.mailbox.append(Mail(key, sender, text))
@@ -520,6 +537,8 @@ class Hub:
             self.flush()
 
 
+# What a peer host's count among a mailbox's shares is kept under.
+_HOST = "\0"
 # The most senders a mailbox remembers having told it is full.
 _MOST_TOLD = 256
 

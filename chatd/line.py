@@ -53,6 +53,8 @@ class LineProtocol(HubSession, LineReceiver):
         self.MAX_LENGTH = hub.limits.max_line_length + 1
         self._flush: IDelayedCall | None = None
         self._seen_lf = False
+        # The peer host: what its users send shares one host share of a mailbox.
+        self.host = host
         self.lag = FakeLag(self, hub.limits, clock, hosts, host)
         # Several nodes: a !nick waiting for the database holds what follows.
         self._joining = False

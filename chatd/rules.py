@@ -37,6 +37,7 @@ class Limits:
     # and broadcasts (which reach every mailbox) draw on a budget that each
     # peer host keeps across its connections.
     mailbox_share: int = 10
+    mailbox_host_share: int = 50
     broadcast_rate: float = 5.0
     broadcast_burst: int = 20
     close_grace: float = 2.0

@@ -87,6 +87,9 @@ class Options(usage.Options):
         ["mailbox-share", None, _LIMITS.mailbox_share,
          "Most messages from one sender queued for one binary user; "
          "more are refused with mailbox-full.", int],
+        ["mailbox-host-share", None, _LIMITS.mailbox_host_share,
+         "Most messages from one peer host, under all its names, queued for one "
+         "binary user; more are refused with mailbox-full.", int],
         ["broadcast-rate", None, _LIMITS.broadcast_rate,
          "Broadcasts (!sendmsg, sendall) a second one peer host may send past "
          "its burst, over all its connections; more wait.", float],
@@ -158,6 +161,7 @@ class Options(usage.Options):
             ("max-binary-users-per-host", 1),
             ("mailbox-size", 1),
             ("mailbox-share", 1),
+            ("mailbox-host-share", 1),
             ("broadcast-burst", 1),
         ]:
             if self[name] < least:

@@ -148,6 +148,7 @@ class CrashTests(SynchronousTestCase):
         server = ChatdProcess(
             self.directory, "--database", self.database,
             "--mailbox-size", "100000", "--mailbox-share", "100000",
+            "--mailbox-host-share", "100000",
         )  # fmt: skip
         self.addCleanup(lambda: server.process.poll() is None and server.kill())
         self.addCleanup(server.process.stderr.close)

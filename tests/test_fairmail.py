@@ -88,6 +88,28 @@ class ShareTests(SynchronousTestCase):
         self.assertEqual([t for s, t in mail if s == b"honest"], [b"h%d" % n for n in range(5)])
         self.assertEqual([t for s, t in mail if s == b"other"], [b"o%d" % n for n in range(5)])
 
+    def test_new_names_do_not_renew_a_hosts_share(self) -> None:
+        """A sender that changes its name, or registers more, shares its host's share."""
+        server = Server(mailbox_size=20, mailbox_share=5, mailbox_host_share=8, **ROOMY)
+        bob = register(server, b"bob", host="10.0.0.1")
+        liz = nick(server, "liz0", host="10.0.0.4")
+        for n in range(3):
+            liz.send(b"".join(b"!sendto bob %d\n" % i for i in range(5)))
+            liz.send(b"!changenickname liz%d\n" % (n + 1))
+        refused = [line for line in liz.lines() if line.startswith("!error mailbox-full")]
+        self.assertEqual(len(refused), 15 - 8)
+        alias = register(server, b"alias", host="10.0.0.4")
+        alias.send(command(b"send", b"bob", b"more"))
+        self.assertEqual(alias.frames(), [b"Mailbox of 'bob' is full!"])
+        # Another host's mail still fits.
+        carol = register(server, b"carol", host="10.0.0.3")
+        carol.send(command(b"send", b"bob", b"hi"))
+        self.assertEqual(carol.frames(), [ADDED])
+        self.assertEqual(len(receive(bob)), 9)
+        # Taking the mail gives the host its share back.
+        alias.send(command(b"send", b"bob", b"again"))
+        self.assertEqual(alias.frames(), [ADDED])
+
     def test_kept_mail_counts_after_a_restart(self) -> None:
         class Kept(MemoryStore):
             def load(self) -> list[KeptUser]:
