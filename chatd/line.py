@@ -245,9 +245,21 @@ class LineProtocol(HubSession, LineReceiver):
         self._send(linewire.HELP_LINES)
 
     def on_quit(self, rest: str) -> None:
-        self._leave()
+        left = self._leave()
         self.transport.ending(tally.QUIT)
-        self._close()
+        if left is None:
+            self._close()
+            return
+        # With several nodes the close says the name is free everywhere: it
+        # waits for the commit (or close_grace, if the database is away).
+        self.paused = True
+        late = self.clock.callLater(self.hub.limits.close_grace, self._close)
+
+        def stored(result: object) -> None:
+            cancelled(late)
+            self._close()
+
+        left.addBoth(stored)
 
     # Helpers
 
@@ -257,10 +269,10 @@ class LineProtocol(HubSession, LineReceiver):
             raise BadArguments(f"usage: {usage}")
         return args[0]
 
-    def _leave(self) -> None:
-        if self.user is not None:
-            self.hub.leave(self.user)
-            self.user = None
+    def _leave(self) -> Deferred[None] | None:
+        """Give up the name; with several nodes, a Deferred that fires once that is stored."""
+        user, self.user = self.user, None
+        return None if user is None else self.hub.leave(user)
 
     def _failed(self, reason: Failure) -> None:
         """A command refused once the database had its say."""
