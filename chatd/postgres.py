@@ -23,14 +23,12 @@ import json
 import threading
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from chatd.deadline import cancelled
-from chatd.store import StoreFailed, ThreadWorker
+from chatd.store import GroupCommit, StoreFailed, ThreadWorker, reason
 
 CHANNEL = "chatd"
 # PostgreSQL's limit on a NOTIFY payload is 8000 bytes; room to spare.
@@ -133,10 +131,6 @@ def redact(uri: str) -> str:
     return f"{scheme}//{credentials.split(':', 1)[0]}:***@{tail}"
 
 
-def reason(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-
-
 class _NotBegun(Exception):
     """The transaction could not even begin: nothing of it reached the database."""
 
@@ -161,48 +155,22 @@ class Op(Protocol):
         """
 
 
-class Engine(Service):
-    """Runs changes on PostgreSQL in batches, one transaction a turn, off the reactor."""
+class Engine(GroupCommit):
+    """Runs changes on PostgreSQL in batches, one transaction a turn, off the reactor.
 
-    log = Logger()
+    A change is an L{Op} and the Deferred that gets its result.
+    """
 
     def __init__(self, uri: str, reactor: IReactorTime) -> None:
+        super().__init__(reactor, ThreadWorker(reactor))  # type: ignore[arg-type]
         self.uri = uri
-        self._clock = reactor
-        self._worker = ThreadWorker(reactor)  # type: ignore[arg-type]
         self._db: Any = None
-        self._pending: list[tuple[Op, Deferred[Any]]] = []
-        self._waiting: list[Deferred[None]] = []
-        self._committing: list[Deferred[None]] | None = None
-        self._next: IDelayedCall | None = None
-        self._failing = False
-        self._closed = False
 
     def submit(self, op: Op) -> Deferred[Any]:
         """Run C{op} with the next batch; fires with its result once committed."""
         d: Deferred[Any] = Deferred()
-        self._pending.append((op, d))
-        self._schedule(0)
+        self._add((op, d))
         return d
-
-    def settled(self) -> bool:
-        return not self._pending and self._committing is None
-
-    def committed(self) -> Deferred[None]:
-        """Fires once every change submitted so far is committed, or failed."""
-        if self._pending:
-            waiting = self._waiting
-        elif self._committing is not None:
-            waiting = self._committing
-        else:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        waiting.append(d)
-        return d
-
-    def startService(self) -> None:
-        super().startService()
-        self._worker.start()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -211,26 +179,15 @@ class Engine(Service):
         return d
 
     def _close(self) -> None:
-        self._closed = True
-        self._next = cancelled(self._next)
+        self._stop_committing()
         self._worker.run(self._disconnect)
         self._worker.stop()
 
-    def _schedule(self, delay: float) -> None:
-        if self._next is None and self._committing is None and not self._closed:
-            self._next = self._clock.callLater(delay, self._commit)
-
-    def _commit(self) -> None:
-        self._next = None
-        batch, self._pending = self._pending, []
-        self._committing, self._waiting = self._waiting, []
-        ops = [op for op, _ in batch]
-        self._worker.run(lambda: self._apply(ops)).addBoth(self._done, batch)
-
-    def _apply(self, ops: list[Op]) -> list[Any]:
+    def _run(self, batch: list[tuple[Op, Deferred[Any]]]) -> list[Any]:
         """In the worker: every op in one transaction, its events notified."""
         import psycopg
 
+        ops = [op for op, _ in batch]
         fresh = self._db is None or self._db.closed
         if fresh:
             self._db = connect(self.uri)
@@ -294,34 +251,19 @@ class Engine(Service):
                 pass
             self._db = None
 
-    def _done(self, result: list[Any] | Failure, batch: list[tuple[Op, Deferred[Any]]]) -> None:
-        waiting, self._committing = self._committing or [], None
-        if isinstance(result, Failure):
-            if not self._failing:
-                self._failing = True
-                self.log.error(
-                    "cannot commit to the database: {reason}", reason=reason(result.value)
-                )
-            error = StoreFailed(f"not committed: {reason(result.value)}")
-            again = [(op, d) for op, d in batch if op.retry]
-            self._pending[:0] = again
-            if self._pending:
-                self._schedule(1.0 if again else 0)
-            for op, d in batch:
-                if not op.retry:
-                    d.errback(Failure(error))
-            for w in waiting:
-                w.errback(Failure(error))
-            return
-        if self._failing:
-            self._failing = False
-            self.log.info("committing to the database again")
+    def _failed(self, batch: list[tuple[Op, Deferred[Any]]], error: StoreFailed) -> None:
+        # A change nobody waits on is tried again; the others are refused.
+        again = [(op, d) for op, d in batch if op.retry]
+        self._pending[:0] = again
         if self._pending:
-            self._schedule(0)
+            self._schedule(self.retry if again else 0)
+        for op, d in batch:
+            if not op.retry:
+                d.errback(Failure(error))
+
+    def _succeeded(self, batch: list[tuple[Op, Deferred[Any]]], result: list[Any]) -> None:
         for (_, d), value in zip(batch, result):
             d.callback(value)
-        for w in waiting:
-            w.callback(None)
 
 
 def _outcomes(db: Any, cursor: Any, ops: list[Op]) -> list[Any]:

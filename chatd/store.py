@@ -159,7 +159,118 @@ _CLEAR_MAIL = "DELETE FROM mail WHERE receiver = ?"
 _REMOVE_MAIL = "DELETE FROM mail WHERE receiver = ? AND id <= ?"
 
 
-class SqliteStore(Service):
+def reason(e: BaseException) -> str:
+    """An error's first line, fit for a log line or a reply."""
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+class GroupCommit(Service):
+    """Group commit, off the reactor: the changes made while a commit is
+    under way, or in one turn of the reactor, go to the worker as one
+    transaction, and every L{committed} Deferred waiting on them fires after.
+
+    A subclass says what a change is and how a batch of them is committed
+    (C{_run}, called in the worker), and what a failed or committed batch
+    means for the changes in it (C{_failed}, C{_succeeded}, in the reactor).
+    """
+
+    log = Logger()
+    # The log line of the first failure in a run of them.
+    failing_message = "cannot commit to the database: {reason}"
+
+    def __init__(
+        self, clock: IReactorTime, worker: Worker, report: CommitReport | None = None
+    ) -> None:
+        self._clock = clock
+        self._worker = worker
+        self._report = report
+        self._started = 0.0
+        # Changes not yet handed to the worker, and who waits on them.
+        self._pending: list[Any] = []
+        self._waiting: list[Deferred[None]] = []
+        # Who waits on the transaction under way, if there is one.
+        self._committing: list[Deferred[None]] | None = None
+        self._next: IDelayedCall | None = None
+        self._failing = False
+        self._closed = False
+
+    def settled(self) -> bool:
+        return not self._pending and self._committing is None
+
+    def committed(self) -> Deferred[None]:
+        """Fires once every change made so far is committed, or failed."""
+        if self._pending:
+            waiting = self._waiting
+        elif self._committing is not None:
+            waiting = self._committing
+        else:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        waiting.append(d)
+        return d
+
+    def startService(self) -> None:
+        super().startService()
+        self._worker.start()
+
+    def _add(self, change: Any) -> None:
+        self._pending.append(change)
+        self._schedule(0)
+
+    def _stop_committing(self) -> None:
+        self._closed = True
+        self._next = cancelled(self._next)
+
+    def _schedule(self, delay: float) -> None:
+        if self._next is None and self._committing is None and not self._closed:
+            self._next = self._clock.callLater(delay, self._commit)
+
+    def _commit(self) -> None:
+        self._next = None
+        batch, self._pending = self._pending, []
+        self._committing, self._waiting = self._waiting, []
+        self._started = self._clock.seconds()
+        self._worker.run(partial(self._run, batch)).addBoth(self._done, batch)
+
+    def _run(self, batch: list[Any]) -> Any:
+        """In the worker: commit every change of C{batch} in one transaction."""
+        raise NotImplementedError
+
+    def _failed(self, batch: list[Any], error: StoreFailed) -> None:
+        """C{batch} was not committed: what of it is tried again, who is told."""
+        raise NotImplementedError
+
+    def _succeeded(self, batch: list[Any], result: Any) -> None:
+        """C{batch} is committed, with what C{_run} returned."""
+
+    def _done(self, result: Any, batch: list[Any]) -> None:
+        waiting, self._committing = self._committing or [], None
+        error = result.value if isinstance(result, Failure) else None
+        if self._report is not None:
+            self._report(self._clock.seconds() - self._started, error)
+        if error is not None:
+            if not self._failing:
+                self._failing = True
+                self.log.error(self.failing_message, reason=reason(error), retry=self.retry)
+            failed = StoreFailed(f"not committed: {reason(error)}")
+            self._failed(batch, failed)
+            for d in waiting:
+                d.errback(Failure(failed))
+            return
+        if self._failing:
+            self._failing = False
+            self.log.info("committing to the database again")
+        if self._pending:
+            self._schedule(0)
+        self._succeeded(batch, result)
+        for d in waiting:
+            d.callback(None)
+
+    # Seconds before a failed batch is tried again.
+    retry = 1.0
+
+
+class SqliteStore(GroupCommit):
     """Keeps the binary users and their mail in an SQLite database.
 
     Changes are grouped: those made while a commit is under way, or in one
@@ -170,8 +281,7 @@ class SqliteStore(Service):
     never stands on an earlier change that is missing.
     """
 
-    log = Logger()
-    retry = 1.0
+    failing_message = "cannot commit to the database, trying again every {retry} s: {reason}"
 
     def __init__(
         self,
@@ -186,22 +296,11 @@ class SqliteStore(Service):
         @param report: told, in the reactor, of every commit tried (for the
             metrics and the health check).
         """
+        super().__init__(clock, worker, report)
         self._db = db
-        self._clock = clock
-        self._worker = worker
-        self._report = report
-        self._started = 0.0
         # Keys go on from the highest kept, so a key never names two rows.
         self._user_keys = count(_highest(db, "users") + 1)
         self._mail_keys = count(_highest(db, "mail") + 1)
-        # Changes not yet handed to the worker, and who waits on them.
-        self._pending: list[tuple[str, tuple[Any, ...]]] = []
-        self._waiting: list[Deferred[None]] = []
-        # Who waits on the transaction under way, if there is one.
-        self._committing: list[Deferred[None]] | None = None
-        self._next: IDelayedCall | None = None
-        self._failing = False
-        self._closed = False
 
     # The Store interface
 
@@ -239,63 +338,32 @@ class SqliteStore(Service):
         for message in mail:
             self._change(_ADD_MAIL, message.key, key, message.sender, message.text)
 
-    def settled(self) -> bool:
-        return not self._pending and self._committing is None
-
-    def committed(self) -> Deferred[None]:
-        if self._pending:
-            waiting = self._waiting
-        elif self._committing is not None:
-            waiting = self._committing
-        else:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        waiting.append(d)
-        return d
-
     # The service
-
-    def startService(self) -> None:
-        super().startService()
-        self._worker.start()
 
     def stopService(self) -> Deferred[None]:
         """Commit what is pending, then close the database."""
         super().stopService()
         d = self.committed()
         d.addErrback(
-            lambda reason: self.log.error(
+            lambda failure: self.log.error(
                 "closing the database with changes that were never stored: {reason}",
-                reason=reason.value,
+                reason=failure.value,
             )
         )
         d.addCallback(lambda _: self._close())
         return d
 
     def _close(self) -> None:
-        self._closed = True
-        self._next = cancelled(self._next)
+        self._stop_committing()
         self._worker.stop()
         self._db.close()
 
     # Group commit
 
     def _change(self, sql: str, *params: Any) -> None:
-        self._pending.append((sql, params))
-        self._schedule(0)
+        self._add((sql, params))
 
-    def _schedule(self, delay: float) -> None:
-        if self._next is None and self._committing is None and not self._closed:
-            self._next = self._clock.callLater(delay, self._commit)
-
-    def _commit(self) -> None:
-        self._next = None
-        batch, self._pending = self._pending, []
-        self._committing, self._waiting = self._waiting, []
-        self._started = self._clock.seconds()
-        self._worker.run(partial(self._apply, batch)).addBoth(self._done, batch)
-
-    def _apply(self, batch: list[tuple[str, tuple[Any, ...]]]) -> None:
+    def _run(self, batch: list[tuple[str, tuple[Any, ...]]]) -> None:
         """In the worker: every change of C{batch} in one transaction."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
@@ -306,31 +374,10 @@ class SqliteStore(Service):
             self._db.rollback()
             raise
 
-    def _done(self, result: None | Failure, batch: list[tuple[str, tuple[Any, ...]]]) -> None:
-        waiting, self._committing = self._committing or [], None
-        if self._report is not None:
-            error = result.value if isinstance(result, Failure) else None
-            self._report(self._clock.seconds() - self._started, error)
-        if isinstance(result, Failure):
-            self._pending[:0] = batch
-            self._schedule(self.retry)
-            if not self._failing:
-                self._failing = True
-                self.log.error(
-                    "cannot commit to the database, trying again every {retry} s: {reason}",
-                    retry=self.retry,
-                    reason=result.value,
-                )
-            for d in waiting:
-                d.errback(StoreFailed(f"not committed: {result.value}"))
-            return
-        if self._failing:
-            self._failing = False
-            self.log.info("committing to the database again")
-        if self._pending:
-            self._schedule(0)
-        for d in waiting:
-            d.callback(None)
+    def _failed(self, batch: list[tuple[str, tuple[Any, ...]]], error: StoreFailed) -> None:
+        # First in line again: a later change never stands on a missing one.
+        self._pending[:0] = batch
+        self._schedule(self.retry)
 
 
 def _highest(db: sqlite3.Connection, table: str) -> int:
