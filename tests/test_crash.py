@@ -13,7 +13,6 @@ import os
 import random
 import re
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatd import binwire
+from tests.blocking import BinaryClient
 from tests.support import command, temporary_directory
 
 WORKTREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,43 +80,6 @@ class ChatdProcess:
             return f.read()
 
 
-class BinaryClient:
-    """A blocking ASVT-chat client."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        self._buffer = b""
-
-    def frame(self) -> str:
-        """The next reply frame; C{ConnectionError} once the server is gone."""
-        while True:
-            if len(self._buffer) >= 4:
-                (n,) = struct.unpack("<I", self._buffer[:4])
-                if len(self._buffer) >= 4 + n:
-                    payload, self._buffer = self._buffer[4 : 4 + n], self._buffer[4 + n :]
-                    return payload.decode("utf-8")
-            data = self.sock.recv(65536)
-            if not data:
-                raise ConnectionResetError("the server closed the connection")
-            self._buffer += data
-
-    def ask(self, *parts: bytes) -> str:
-        self.sock.sendall(command(*parts))
-        return self.frame()
-
-    def receive(self) -> list[str]:
-        """Every message queued for this client, as its texts."""
-        self.sock.sendall(command(b"receive"))
-        texts = []
-        for _ in range(int(self.frame())):
-            self.frame()
-            texts.append(self.frame())
-        return texts
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def send_until_gone(client: BinaryClient, texts: list[str]) -> tuple[int, int]:
     """Pipeline a C{send} of each text to rx until the server is gone.
 
@@ -164,7 +127,7 @@ class CrashTests(SynchronousTestCase):
             rx = BinaryClient(port)
             greeting = "Hello, rx" if turn == 0 else "Nice to see you, rx"
             self.assertEqual(rx.ask(b"register", b"rx"), greeting)
-            received += rx.receive()
+            received += [text for _, text in rx.receive()]
             rx.close()
             if turn == ROUNDS:
                 self.assertIn("Server Shut Down.", server.stop())

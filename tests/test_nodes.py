@@ -12,10 +12,17 @@ import threading
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import pgserver
-from tests.nodes import BinaryClient, Cluster, LineClient, eventually, require_postgres
+from tests.nodes import (
+    BinaryClient,
+    Cluster,
+    LineClient,
+    NodeClientsTestCase,
+    eventually,
+    require_postgres,
+)
 
 
-class NodesTestCase(SynchronousTestCase):
+class NodesTestCase(NodeClientsTestCase):
     def setUp(self) -> None:
         require_postgres()
         # Broadcasts unthrottled: these tests send bursts from one host.
@@ -23,16 +30,6 @@ class NodesTestCase(SynchronousTestCase):
             self, pgserver.fresh_database(), "--broadcast-rate", "1000", "--broadcast-burst", "1000"
         )
         self.a, self.b = self.cluster.start(2)
-
-    def line(self, port: int, nick: str | None = None) -> LineClient:
-        client = LineClient(port, nick)
-        self.addCleanup(client.close)
-        return client
-
-    def binary(self, port: int, name: str | None = None) -> BinaryClient:
-        client = BinaryClient(port, name)
-        self.addCleanup(client.close)
-        return client
 
 
 class NamespaceTests(NodesTestCase):

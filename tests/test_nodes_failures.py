@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import time
 
-from twisted.trial.unittest import SynchronousTestCase
-
 from tests import pgserver
 from tests.nodes import (
     PATIENCE,
     BinaryClient,
     Cluster,
     LineClient,
+    NodeClientsTestCase,
     eventually,
     require_postgres,
 )
@@ -19,19 +18,7 @@ from tests.nodes import (
 LEASE = 2.0
 
 
-class FailureTestCase(SynchronousTestCase):
-    def line(self, port: int, nick: str | None = None) -> LineClient:
-        client = LineClient(port, nick)
-        self.addCleanup(client.close)
-        return client
-
-    def binary(self, port: int, name: str | None = None) -> BinaryClient:
-        client = BinaryClient(port, name)
-        self.addCleanup(client.close)
-        return client
-
-
-class KilledNodeTests(FailureTestCase):
+class KilledNodeTests(NodeClientsTestCase):
     def test_sigkill(self) -> None:
         """A node killed with SIGKILL: within its lease its line users are
         gone everywhere and their names free; its binary users keep their
@@ -62,7 +49,7 @@ class KilledNodeTests(FailureTestCase):
         self.assertEqual(back.receive(), [("mailer", text) for text in acked])
 
 
-class StoppedNodeTests(FailureTestCase):
+class StoppedNodeTests(NodeClientsTestCase):
     def test_sigterm(self) -> None:
         """A node stopped as Docker stops it: its line users are told, and the
         others see them leave at once, not a lease later."""
@@ -82,7 +69,7 @@ class StoppedNodeTests(FailureTestCase):
         self.line(b, "leaving")
 
 
-class DatabaseFailureTests(FailureTestCase):
+class DatabaseFailureTests(NodeClientsTestCase):
     def setUp(self) -> None:
         require_postgres()
         self.pg = pgserver.PostgresServer()
