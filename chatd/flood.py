@@ -43,10 +43,16 @@ class TokenBucket:
         self.tokens = tokens = tokens - 1
         return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
 
-    def wait(self) -> float:
-        """Without spending: 0 if a whole token is there, else the seconds until one is."""
-        tokens = self.tokens + (self.clock.seconds() - self.stamp) * self.rate
-        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+    def take_whole(self) -> float:
+        """Spend a token only if a whole one is there, and return 0; else
+        spend nothing, and return the seconds until one is: never overdrawn."""
+        now = self.clock.seconds()
+        tokens = self.tokens + (now - self.stamp) * self.rate
+        if tokens < 1:
+            return (1 - tokens) / self.rate
+        self.tokens = min(tokens, self.burst) - 1
+        self.stamp = now
+        return 0.0
 
     def full(self) -> bool:
         """Whether the bucket has refilled: it is then as good as a new one."""
@@ -81,10 +87,7 @@ class HostBudgets:
             if len(self._buckets) >= self._prune_at:
                 self._prune()
             bucket = self._buckets[host] = TokenBucket(self.rate, self.burst, self.clock)
-        wait = bucket.wait()
-        if not wait:
-            bucket.take()
-        return wait
+        return bucket.take_whole()
 
     def __len__(self) -> int:
         return len(self._buckets)
