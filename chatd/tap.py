@@ -293,9 +293,10 @@ def _sqlite_store(
 
 
 def _cluster_hub(config: Options, reactor: IReactorTime, top: MultiService) -> Hub:
-    """A node of the server whose state is in the PostgreSQL C{--database}."""
+    """A node of the server whose state is in the PostgreSQL C{--database}:
+    the hub's PostgreSQL set of parts, and the node's lease."""
     from chatd import postgres
-    from chatd.cluster import ClusterHub, Node, new_node_id
+    from chatd.cluster import node_hub
 
     uri = config["database"]
     try:
@@ -306,8 +307,8 @@ def _cluster_hub(config: Options, reactor: IReactorTime, top: MultiService) -> H
     engine = postgres.Engine(uri, reactor)
     # Before the ports and the node, so that it is stopped after them.
     engine.setServiceParent(top)
-    hub = ClusterHub(config.limits(), engine, reactor, new_node_id())
+    hub, node = node_hub(config.limits(), engine, reactor, config["node-lease"])
     # The node serves knowing every user; its listener catches up from there.
-    hub.snapshot(users)
-    Node(hub, engine, reactor, config["node-lease"]).setServiceParent(top)
+    node.names.snapshot(users)
+    node.setServiceParent(top)
     return hub
