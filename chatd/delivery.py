@@ -112,10 +112,8 @@ class LocalDelivery:
 
     def bind(self, hub: Hub) -> None:
         self.tally = hub.tally
+        self.names = hub.namespace
         self.mailboxes = hub.mailboxes
-        # Bound once: a send looks its receiver up and may post to it.
-        self._find = hub.namespace.find
-        self._post = getattr(hub.mailboxes, "post", None)
 
     # Messages
 
@@ -147,7 +145,7 @@ class LocalDelivery:
             self.tally.pushed += 1
         elif isinstance(user, BinaryUser):
             # _mail_one inline: this is the hot path of binary sends.
-            if not self._post(user, sender.name, text, getattr(sender, "host", None)):
+            if not self.mailboxes.post(user, sender.name, text, getattr(sender, "host", None)):  # type: ignore[attr-defined]
                 self.tally.mailbox_full += 1
                 raise MailboxFull([user.name])
             self.tally.mailed += 1
@@ -162,14 +160,14 @@ class LocalDelivery:
         self.announce(linewire.encode(line))
         self.tally.pushed += len(self._line_sessions)
         if isinstance(target, BinaryUser):
-            if self._post(target, poker.name, line, getattr(poker, "host", None)):
+            if self.mailboxes.post(target, poker.name, line, getattr(poker, "host", None)):  # type: ignore[attr-defined]
                 self.tally.mailed += 1
             else:
                 self.tally.mailbox_full += 1
                 raise MailboxFull([target.name])
 
     def _lookup(self, name: str) -> User:
-        user = self._find(name)
+        user = self.names.find(name)
         if user is None:
             raise NoSuchUser(f"nobody is called {name}")
         return user

@@ -57,6 +57,14 @@ class Hub:
     settled: Callable[[], bool]
     committed: Callable[[], Deferred[None]]
 
+    __slots__ = (
+        "limits", "clock", "tally", "namespace", "delivery", "mailboxes",
+        "find", "is_current", "names", "users_line", "current_names",
+        "current_users_line", "join_line", "register", "rename", "leave",
+        "say_all", "say_to", "poke", "batch", "send", "flush", "flush_to",
+        "take_mail", "settled", "committed",
+    )
+
     def __init__(
         self,
         limits: Limits | None = None,
