@@ -13,10 +13,13 @@ from twisted.python import usage
 from twisted.python.components import Componentized
 
 from chatd.database import UnusableDatabase, open_database
+from chatd.delivery import LocalDelivery
 from chatd.factory import ChatFactory
 from chatd.hub import Hub
 from chatd.jsonlog import json_observer, twistd_log_file
 from chatd.listening import Listening, page_address, where
+from chatd.mailboxes import LocalMailboxes
+from chatd.names import LocalNames
 from chatd.rules import Limits
 from chatd.store import CommitReport, MemoryStore, SqliteStore, Store, ThreadWorker
 from chatd.webpage import web_site
@@ -238,17 +241,19 @@ def makeService(config: Options, reactor: IReactorTime | None = None) -> MultiSe
         from chatd.metrics import Metrics
 
         metrics = Metrics(reactor, database=config["database"] is not None)
+    # The hub's parts: the PostgreSQL set for a node of several, or the
+    # in-process set, its mail journaled to memory or to SQLite.
     store: Store = MemoryStore()
     if config["database"] is not None and is_postgres(config["database"]):
         hub: Hub = _cluster_hub(config, reactor, top)
-    elif config["database"] is not None:
-        report = metrics.store_report if metrics is not None else None
-        store = _sqlite_store(config["database"], reactor, report)
-        # Before the ports, so that it is started first.
-        store.setServiceParent(top)
-        hub = Hub(config.limits(), store, reactor)  # type: ignore[arg-type]
     else:
-        hub = Hub(config.limits(), store, reactor)  # type: ignore[arg-type]
+        if config["database"] is not None:
+            report = metrics.store_report if metrics is not None else None
+            sqlite = _sqlite_store(config["database"], reactor, report)
+            # Before the ports, so that it is started first.
+            sqlite.setServiceParent(top)
+            store = sqlite
+        hub = _local_hub(config.limits(), store, reactor)
     factory = ChatFactory(hub, reactor)  # type: ignore[arg-type]
     # Before the ports, so stopped after them: they stop accepting first.
     draining = Draining(factory)
@@ -290,6 +295,17 @@ def _sqlite_store(
         # twistd prints this and exits 1: one readable line, not a traceback.
         raise SystemExit(f"chatd: {e}")
     return SqliteStore(db, reactor, ThreadWorker(reactor), report)  # type: ignore[arg-type]
+
+
+def _local_hub(limits: Limits, store: Store, reactor: IReactorTime) -> Hub:
+    """A server in one process: the hub's in-process set of parts."""
+    return Hub(
+        limits,
+        clock=reactor,
+        names=LocalNames(),
+        delivery=LocalDelivery(reactor),
+        mailboxes=LocalMailboxes(store),
+    )
 
 
 def _cluster_hub(config: Options, reactor: IReactorTime, top: MultiService) -> Hub:
