@@ -599,6 +599,8 @@ class NotifyDelivery(LocalDelivery):
     L{PostgresMailboxes}: one statement, not a lookup and then an insert.
     """
 
+    names: PostgresNames
+
     def __init__(self, clock: IReactorTime, link: Link) -> None:
         super().__init__(clock)
         self.link = link
@@ -606,7 +608,6 @@ class NotifyDelivery(LocalDelivery):
     def bind(self, hub: Any) -> None:
         super().bind(hub)
         self.limits = hub.limits
-        self.names: PostgresNames = hub.namespace
 
     def say_all(self, sender: User, text: str) -> Deferred[None]:  # type: ignore[override]
         mail = self.mailboxes.any_besides(sender)  # type: ignore[attr-defined]

@@ -94,7 +94,8 @@ class Delivery(Protocol):
 
 
 class LocalDelivery:
-    """Messages to the sessions of this process and the in-process mailboxes."""
+    """Messages to the sessions of this process, and to the mailboxes of
+    L{chatd.mailboxes.LocalMailboxes}."""
 
     def __init__(self, clock: IReactorTime | None = None) -> None:
         self.clock = clock
