@@ -600,6 +600,7 @@ class NotifyDelivery(LocalDelivery):
     """
 
     names: PostgresNames
+    mailboxes: PostgresMailboxes  # type: ignore[assignment]
 
     def __init__(self, clock: IReactorTime, link: Link) -> None:
         super().__init__(clock)
@@ -610,11 +611,13 @@ class NotifyDelivery(LocalDelivery):
         self.limits = hub.limits
 
     def say_all(self, sender: User, text: str) -> Deferred[None]:  # type: ignore[override]
-        mail = self.mailboxes.any_besides(sender)  # type: ignore[attr-defined]
+        mail = self.mailboxes.any_besides(sender)
         op = (SayAll, sender, sender.name, text, mail, self.limits)
         return self.names.submit_as(*op).addCallback(self._full_news, fold(sender.name))
 
-    def say_to(self, sender: User, receiver: str, text: str) -> Deferred[None]:  # type: ignore[override]
+    def say_to(  # type: ignore[override]
+        self, sender: User, receiver: str, text: str
+    ) -> Deferred[None]:
         # Found by the database, not this node's copy: a user another node
         # has just acknowledged may not have reached it yet.
         op = SayTo(receiver, sender.name, text, self.limits)
@@ -704,7 +707,9 @@ class PostgresMailboxes:
         return len(self._boxes), sum(len(user.mailbox) for user in self._boxes)
 
 
-def node_hub(limits: Limits, engine: Engine, reactor: IReactorTime, lease: float) -> tuple[Hub, Node]:
+def node_hub(
+    limits: Limits, engine: Engine, reactor: IReactorTime, lease: float
+) -> tuple[Hub, Node]:
     """A hub of the PostgreSQL set, and the node service that keeps it in the cluster."""
     link = Link(engine, new_node_id())
     names = PostgresNames(link)

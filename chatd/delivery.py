@@ -27,6 +27,7 @@ from chatd.rules import MailboxFull, NoSuchUser, fold
 
 if TYPE_CHECKING:
     from chatd.hub import Hub
+    from chatd.mailboxes import LocalMailboxes
 
 
 class Session(Protocol):
@@ -97,6 +98,8 @@ class LocalDelivery:
     """Messages to the sessions of this process, and to the mailboxes of
     L{chatd.mailboxes.LocalMailboxes}."""
 
+    mailboxes: LocalMailboxes
+
     def __init__(self, clock: IReactorTime | None = None) -> None:
         self.clock = clock
         # An insertion-ordered set: the sessions of the line users, who are
@@ -114,7 +117,7 @@ class LocalDelivery:
     def bind(self, hub: Hub) -> None:
         self.tally = hub.tally
         self.names = hub.namespace
-        self.mailboxes = hub.mailboxes
+        self.mailboxes = hub.mailboxes  # type: ignore[assignment]
 
     # Messages
 
@@ -132,7 +135,7 @@ class LocalDelivery:
             sender.session if is_line else None,  # type: ignore[attr-defined]
         )
         self.tally.pushed += len(self._line_sessions) - is_line
-        full = self.mailboxes.post_all(sender, text)  # type: ignore[attr-defined]
+        full = self.mailboxes.post_all(sender, text)
         if full:
             news = self.mailboxes.not_yet_told(full, fold(sender.name))
             if news:
@@ -146,7 +149,7 @@ class LocalDelivery:
             self.tally.pushed += 1
         elif isinstance(user, BinaryUser):
             # _mail_one inline: this is the hot path of binary sends.
-            if not self.mailboxes.post(user, sender.name, text, getattr(sender, "host", None)):  # type: ignore[attr-defined]
+            if not self.mailboxes.post(user, sender.name, text, getattr(sender, "host", None)):
                 self.tally.mailbox_full += 1
                 raise MailboxFull([user.name])
             self.tally.mailed += 1
@@ -161,7 +164,7 @@ class LocalDelivery:
         self.announce(linewire.encode(line))
         self.tally.pushed += len(self._line_sessions)
         if isinstance(target, BinaryUser):
-            if self.mailboxes.post(target, poker.name, line, getattr(poker, "host", None)):  # type: ignore[attr-defined]
+            if self.mailboxes.post(target, poker.name, line, getattr(poker, "host", None)):
                 self.tally.mailed += 1
             else:
                 self.tally.mailbox_full += 1

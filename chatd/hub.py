@@ -85,9 +85,10 @@ class Hub:
             part.bind(self)
         for user in self.mailboxes.load():
             self.namespace.add(user)
-        for part, commands in _COMMANDS.items():
+        for attribute, commands in _COMMANDS.items():
+            owner = getattr(self, attribute)
             for command in commands:
-                setattr(self, command, getattr(getattr(self, part), command))
+                setattr(self, command, getattr(owner, command))
 
     def census(self) -> tuple[int, int, int]:
         """How many line users, binary users, and messages in their mailboxes."""
