@@ -398,6 +398,10 @@ class PostgresNames(LocalNames):
         # Their rows, once committed: a node that reads the user list afresh
         # (its listener reconnected) completes them from there.
         self._claims: dict[int, int] = {}
+        # Rows of this node's own line users read from the user list before
+        # their claim came back (a join committed before this node listened):
+        # completed once it does.
+        self._early: dict[int, tuple[str, str, str | None, str]] = {}
 
     # Changes
 
@@ -497,6 +501,9 @@ class PostgresNames(LocalNames):
             self._claims.pop(seq, None)
         if seq in self._users:
             return
+        if req is None and kind == "l" and node == self.link.node:
+            self._early[seq] = (name, kind, node, host)
+            return
         pending = self._joining.pop(req, None) if req is not None else None
         stale = self._by_name.get(fold(name))
         if stale is not None and stale in self._seqs:
@@ -528,6 +535,7 @@ class PostgresNames(LocalNames):
         self._rename(user, new)
 
     def gone(self, seq: int) -> None:
+        self._early.pop(seq, None)
         user = self._users.pop(seq, None)
         if user is None:
             return
@@ -565,7 +573,11 @@ class PostgresNames(LocalNames):
         if isinstance(seq, int):
             # Its event completes it, here as on every node.
             if req in self._joining:
-                self._claims[seq] = req
+                early = self._early.pop(seq, None)
+                if early is None:
+                    self._claims[seq] = req
+                else:
+                    self.joined(seq, *early, req)
             return
         pending = self._joining.pop(req, None)
         if pending is not None:

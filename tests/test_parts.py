@@ -1,18 +1,21 @@
-"""The hub's three in-process parts, each through its interface, and the set
-C{makeService} gives a server of one process."""
+"""The hub's three in-process parts, each through its interface, the set
+C{makeService} gives a server of one process, and the PostgreSQL names in
+the orders a node meets a join's answer and its event."""
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatd import tap
+from chatd.cluster import Link, NotifyDelivery, PostgresMailboxes, PostgresNames
 from chatd.database import open_database
 from chatd.delivery import Delivery, LocalDelivery
 from chatd.hub import Hub
 from chatd.mailboxes import LocalMailboxes, Mailboxes
-from chatd.names import BinaryUser, LocalNames, Names
+from chatd.names import BinaryUser, LineUser, LocalNames, Names
 from chatd.rules import Limits, MailboxFull, NameTaken
 from chatd.store import MemoryStore, SqliteStore
 from tests.support import InlineWorker, temporary_directory
@@ -162,3 +165,54 @@ class ServiceTests(SynchronousTestCase):
         self.assertIsInstance(hub.delivery, LocalDelivery)
         self.assertIsInstance(hub.mailboxes, LocalMailboxes)
         self.assertIsInstance(hub.mailboxes.store, MemoryStore)  # type: ignore[attr-defined]
+
+
+class HeldEngine:
+    """An engine whose ops wait until the test gives each its result."""
+
+    def __init__(self) -> None:
+        self.ops: list[tuple[object, Deferred[object]]] = []
+
+    def submit(self, op: object) -> Deferred[object]:
+        d: Deferred[object] = Deferred()
+        self.ops.append((op, d))
+        return d
+
+
+class PostgresNamesTests(SynchronousTestCase):
+    """The PostgreSQL set's names, with the engine's answers and the events
+    given in the orders a node can meet them in."""
+
+    def setUp(self) -> None:
+        self.engine = HeldEngine()
+        link = Link(self.engine, "node-1")  # type: ignore[arg-type]
+        self.names = PostgresNames(link)
+        self.hub = Hub(
+            names=self.names,
+            delivery=NotifyDelivery(Clock(), link),
+            mailboxes=PostgresMailboxes(link),
+        )
+
+    def test_own_join_read_from_the_user_list_before_its_claim_came_back(self) -> None:
+        # A node just started: the join commits before the node listens, so
+        # its event is never heard; the user list it reads on listening has
+        # the row before the engine's answer reaches the reactor.
+        session = Recorder()
+        joined = self.names.join_line("alice", session)
+        joined_users: list[object] = []
+        joined.addCallback(joined_users.append)
+        self.names.snapshot([(7, "alice", "l", "node-1", "")])
+        ((_, claimed),) = self.engine.ops
+        claimed.callback(7)
+        (user,) = joined_users
+        self.assertIsInstance(user, LineUser)
+        self.assertEqual(self.hub.names(), ["alice"])
+        self.assertIs(self.hub.find("alice"), user)
+
+    def test_own_join_heard_before_its_claim_came_back(self) -> None:
+        joined_users: list[object] = []
+        self.names.join_line("alice", Recorder()).addCallback(joined_users.append)
+        ((op, claimed),) = self.engine.ops
+        self.hub.delivery.receive([["j", 7, "alice", "l", "node-1", "", op.req]])  # type: ignore[attr-defined]
+        claimed.callback(7)
+        self.assertEqual([type(u) for u in joined_users], [LineUser])
