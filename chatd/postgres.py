@@ -28,7 +28,7 @@ from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from chatd.store import GroupCommit, StoreFailed, ThreadWorker, reason
+from chatd.store import CommitReport, GroupCommit, StoreFailed, ThreadWorker, reason
 
 CHANNEL = "chatd"
 # PostgreSQL's limit on a NOTIFY payload is 8000 bytes; room to spare.
@@ -36,6 +36,8 @@ PAYLOAD = 7500
 # Seconds to wait for a connection before calling the database unreachable.
 CONNECT_TIMEOUT = 3
 SCHEMA_VERSION = 1
+# How often a batch is tried when PostgreSQL picks it to break a deadlock.
+DEADLOCK_TRIES = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chatd_version (version integer NOT NULL);
@@ -161,8 +163,14 @@ class Engine(GroupCommit):
     A change is an L{Op} and the Deferred that gets its result.
     """
 
-    def __init__(self, uri: str, reactor: IReactorTime) -> None:
-        super().__init__(reactor, ThreadWorker(reactor))  # type: ignore[arg-type]
+    def __init__(
+        self, uri: str, reactor: IReactorTime, report: CommitReport | None = None
+    ) -> None:
+        """
+        @param report: told, in the reactor, of every commit tried (for the
+            metrics and the health check).
+        """
+        super().__init__(reactor, ThreadWorker(reactor), report)  # type: ignore[arg-type]
         self.uri = uri
         self._db: Any = None
 
@@ -192,7 +200,7 @@ class Engine(GroupCommit):
         if fresh:
             self._db = connect(self.uri)
         try:
-            return self._transaction(ops)
+            return self._transaction_again(ops)
         except _NotBegun:
             if fresh:
                 raise
@@ -204,6 +212,20 @@ class Engine(GroupCommit):
             if self._db.broken or self._db.closed:
                 self._disconnect()
             raise
+
+    def _transaction_again(self, ops: list[Op]) -> list[Any]:
+        """L{_transaction}, run again when PostgreSQL rolled it back to break
+        a deadlock with another node's batch: nothing of it was stored, and
+        the next try usually goes through."""
+        import psycopg.errors
+
+        for _ in range(DEADLOCK_TRIES - 1):
+            try:
+                return self._transaction(ops)
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                # PostgreSQL's own log names the deadlock.
+                continue
+        return self._transaction(ops)
 
     def _transaction(self, ops: list[Op]) -> list[Any]:
         import psycopg

@@ -18,7 +18,7 @@ from chatd.hub import Hub
 from chatd.jsonlog import json_observer, twistd_log_file
 from chatd.listening import Listening, page_address, where
 from chatd.rules import Limits
-from chatd.store import CommitReport, MemoryStore, SqliteStore, Store, ThreadWorker
+from chatd.store import CommitReport, MemoryStore, SqliteStore, ThreadWorker
 from chatd.webpage import web_site
 from chatd.websocket import parse_origin
 
@@ -238,17 +238,16 @@ def makeService(config: Options, reactor: IReactorTime | None = None) -> MultiSe
         from chatd.metrics import Metrics
 
         metrics = Metrics(reactor, database=config["database"] is not None)
-    store: Store = MemoryStore()
+    report = metrics.store_report if metrics is not None else None
     if config["database"] is not None and is_postgres(config["database"]):
-        hub: Hub = _cluster_hub(config, reactor, top)
+        hub: Hub = _cluster_hub(config, reactor, top, report)
     elif config["database"] is not None:
-        report = metrics.store_report if metrics is not None else None
-        store = _sqlite_store(config["database"], reactor, report)
+        sqlite = _sqlite_store(config["database"], reactor, report)
         # Before the ports, so that it is started first.
-        store.setServiceParent(top)
-        hub = Hub(config.limits(), store, reactor)  # type: ignore[arg-type]
+        sqlite.setServiceParent(top)
+        hub = Hub(config.limits(), sqlite, reactor)  # type: ignore[arg-type]
     else:
-        hub = Hub(config.limits(), store, reactor)  # type: ignore[arg-type]
+        hub = Hub(config.limits(), MemoryStore(), reactor)
     factory = ChatFactory(hub, reactor)  # type: ignore[arg-type]
     # Before the ports, so stopped after them: they stop accepting first.
     draining = Draining(factory)
@@ -292,7 +291,9 @@ def _sqlite_store(
     return SqliteStore(db, reactor, ThreadWorker(reactor), report)  # type: ignore[arg-type]
 
 
-def _cluster_hub(config: Options, reactor: IReactorTime, top: MultiService) -> Hub:
+def _cluster_hub(
+    config: Options, reactor: IReactorTime, top: MultiService, report: CommitReport | None
+) -> Hub:
     """A node of the server whose state is in the PostgreSQL C{--database}."""
     from chatd import postgres
     from chatd.cluster import ClusterHub, Node, new_node_id
@@ -303,7 +304,7 @@ def _cluster_hub(config: Options, reactor: IReactorTime, top: MultiService) -> H
         users = postgres.load_users(uri)
     except postgres.UnusableDatabase as e:
         raise SystemExit(f"chatd: {e}")
-    engine = postgres.Engine(uri, reactor)
+    engine = postgres.Engine(uri, reactor, report)
     # Before the ports and the node, so that it is stopped after them.
     engine.setServiceParent(top)
     hub = ClusterHub(config.limits(), engine, reactor, new_node_id())

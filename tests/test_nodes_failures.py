@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import time
+import urllib.error
+import urllib.request
 
 from tests import pgserver
 from tests.nodes import (
@@ -170,3 +173,39 @@ class DatabaseFailureTests(NodeClientsTestCase):
         assert isinstance(dave, LineClient)
         dave.say("!users")
         self.assertEqual(dave.expect(lambda l: l.startswith("!users")), "!users 3 carol alice dave")
+
+    def test_health_follows_the_database(self) -> None:
+        """A node's /healthz says 503 and why while PostgreSQL is gone, and
+        200 again once it is back; its commits are measured."""
+        port = pgserver.free_port()
+        cluster = Cluster(
+            self, self.uri, "--node-lease", str(LEASE),
+            "--metrics", f"tcp:{port}:interface=127.0.0.1",
+        )
+        cluster.start(1)
+
+        def health() -> tuple[int, str]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                    return r.status, r.read().decode("utf-8")
+            except urllib.error.HTTPError as e:
+                return e.code, e.read().decode("utf-8")
+
+        self.assertEqual(eventually(health, "health", PATIENCE), (200, "ok\n"))
+
+        def committed() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                metrics = r.read().decode("utf-8")
+            return re.search(r"^chatd_store_commit_seconds_count [1-9]", metrics, re.M) is not None
+
+        # The lease's renewals are commits too, so some are measured soon.
+        eventually(committed, "a commit to be measured", LEASE * 3)
+        self.pg.stop()
+        status, body = eventually(
+            lambda: (lambda got: got if got[0] != 200 else None)(health()),
+            "health to fail while the database is down", LEASE * 3,
+        )
+        self.assertEqual(status, 503)
+        self.assertTrue(body.startswith("store cannot commit: "), body)
+        self.pg.start()
+        eventually(lambda: health() == (200, "ok\n"), "health once the database is back", 10)
