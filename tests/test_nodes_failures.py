@@ -209,3 +209,32 @@ class DatabaseFailureTests(NodeClientsTestCase):
         self.assertTrue(body.startswith("store cannot commit: "), body)
         self.pg.start()
         eventually(lambda: health() == (200, "ok\n"), "health once the database is back", 10)
+
+
+class ListenerDropTests(NodeClientsTestCase):
+    def test_nothing_missed_while_listening_again(self) -> None:
+        """A node whose LISTEN connection drops catches up on what was
+        committed meanwhile: its line users get every message, once, in order."""
+        require_postgres()
+        import psycopg
+
+        uri = pgserver.fresh_database()
+        cluster = Cluster(self, uri, "--node-lease", "15")
+        a, b = cluster.start(2)
+        alice = self.line(a, "alice")
+        bob = self.line(b, "bob")
+        alice.expect(lambda l: l == "!joined bob")
+        with psycopg.connect(uri, autocommit=True) as db:
+            (dropped,) = db.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                (f"chatd-listen-{cluster.nodes[1].process.pid}",),
+            ).fetchone()
+        self.assertEqual(dropped, 1)
+        sent = [f"m{i}" for i in range(30)]
+        for text in sent:
+            alice.say(f"!sendmsg {text}")
+        got = [bob.expect(lambda l: l.startswith("!msg alice ")) for _ in sent]
+        self.assertEqual(got, [f"!msg alice {text}" for text in sent])
+        # And nothing twice.
+        self.assertIsNone(bob.line(1.0))
