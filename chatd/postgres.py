@@ -70,6 +70,8 @@ CREATE TABLE IF NOT EXISTS chatd_mail (
     sender_key text NOT NULL,   -- the sender's folded name: its share of the mailbox
     text text NOT NULL
 );
+-- The sender's peer host: its share of the mailbox, under all its names.
+ALTER TABLE chatd_mail ADD COLUMN IF NOT EXISTS sender_host text NOT NULL DEFAULT '';
 CREATE INDEX IF NOT EXISTS chatd_mail_by_receiver ON chatd_mail (receiver, id);
 -- One row a live node, renewed well inside its lease.
 -- What each transaction NOTIFYed, kept for a while: a node whose LISTEN
