@@ -460,7 +460,10 @@ class Listener:
         events: list[Any] = []
         for payload in payloads:
             head, _, body = payload.partition(" ")
-            if self._seen.add(int(head)):
+            if not head.isdigit():
+                # Without an id (a node of an older chatd): as it comes.
+                events.extend(json.loads(payload))
+            elif self._seen.add(int(head)):
                 events.extend(json.loads(body))
         return events
 

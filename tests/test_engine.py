@@ -60,3 +60,19 @@ class DeadlockTests(TestCase):
         with psycopg.connect(self.uri) as db:
             rows = db.execute("SELECT first FROM crossed ORDER BY first").fetchall()
         self.assertEqual(rows, [(1,), (2,)])
+
+
+class ListenerTests(TestCase):
+    def test_events_handed_over_once(self) -> None:
+        """Each payload's events are handed over once, however often the
+        payload comes (a notification, then the same again when catching
+        up); a payload without an id (an older node's) is taken as it comes."""
+        from chatd.postgres import Listener
+
+        listener = Listener("postgresql://unused", reactor, lambda rows: None, lambda ev: None)
+        first = listener._fresh(['7 [["m",1,"bob","hi there"]]', '8 [["x",2]]'])
+        again = listener._fresh(['8 [["x",2]]', '9 [["p","bob poked you"]]'])
+        old = listener._fresh(['[["m",1,"bob","an old node"]]'])
+        self.assertEqual(first, [["m", 1, "bob", "hi there"], ["x", 2]])
+        self.assertEqual(again, [["p", "bob poked you"]])
+        self.assertEqual(old, [["m", 1, "bob", "an old node"]])
