@@ -366,10 +366,10 @@ class BinaryProtocol(HubSession, Protocol):
             self._close()
 
     def _storeFailed(self, reason: Failure) -> _Answer:
-        """The changes this reply stands on are not stored: say so, and close."""
-        if not self.transport.disconnecting:
-            self.transport.ending(tally.STORE_FAILED, str(reason.value))
-        return binwire.frames(binwire.STORE_FAILED), True
+        """The changes this reply stands on are not stored: say so. The
+        connection stays open (PROTOCOL.md section 4): the client may try
+        again, and the store logs the failure once."""
+        return binwire.frames(binwire.STORE_FAILED), False
 
     def _refuse(self, text: str, reason: str = tally.REFUSED) -> None:
         """Answer one frame, then close: the protocol's way to end a bad session."""

@@ -161,19 +161,38 @@ _NO_ROOM = """
     (SELECT count(*) FROM chatd_mail m WHERE m.receiver = u.seq) >= %(size)s
     OR (SELECT count(*) FROM chatd_mail m
         WHERE m.receiver = u.seq AND m.sender_key = %(key)s) >= %(share)s
+    OR (%(host)s <> '' AND (SELECT count(*) FROM chatd_mail m
+        WHERE m.receiver = u.seq AND m.sender_host = %(host)s) >= %(host_share)s)
 """
 
 
+def _room(limits: Limits) -> dict[str, int]:
+    """The limits that say whether a mailbox has room, as the queries name them."""
+    return {
+        "size": limits.mailbox_size,
+        "share": limits.mailbox_share,
+        "host_share": limits.mailbox_host_share,
+    }
+
+
+def _host(sender: User) -> str:
+    """The peer host whose share of a mailbox C{sender}'s mail counts against."""
+    return getattr(sender, "host", None) or ""
+
+
 class SayAll(_Op):
-    def __init__(self, seq: int, name: str, text: str, mail: bool, limits: Limits) -> None:
+    def __init__(
+        self, seq: int, name: str, text: str, mail: bool, limits: Limits, host: str
+    ) -> None:
         self.seq, self.name, self.text, self.mail, self.limits = seq, name, text, mail, limits
+        self.host = host
 
     def run(self, cursor: Any) -> tuple[Any, list[Any]]:
         full: list[str] = []
         if self.mail:
             params = {
                 "seq": self.seq, "name": self.name, "text": self.text, "key": fold(self.name),
-                "size": self.limits.mailbox_size, "share": self.limits.mailbox_share,
+                "host": self.host, **_room(self.limits),
             }
             full = [
                 name
@@ -184,8 +203,8 @@ class SayAll(_Op):
                 )
             ]
             cursor.execute(
-                "INSERT INTO chatd_mail (receiver, sender, sender_key, text)"
-                " SELECT seq, %(name)s, %(key)s, %(text)s FROM chatd_users u"
+                "INSERT INTO chatd_mail (receiver, sender, sender_key, sender_host, text)"
+                " SELECT seq, %(name)s, %(key)s, %(host)s, %(text)s FROM chatd_users u"
                 f" WHERE kind = 'b' AND seq <> %(seq)s AND NOT ({_NO_ROOM}) ORDER BY seq",
                 params,
             )
@@ -199,30 +218,38 @@ class SayAll(_Op):
 _MAIL_MANY = """
 WITH r AS (
     SELECT * FROM unnest(%(folded)s::text[], %(senders)s::text[], %(keys)s::text[],
-                         %(texts)s::text[])
-        WITH ORDINALITY AS r(folded, sender, key, text, ord)
+                         %(hosts)s::text[], %(texts)s::text[])
+        WITH ORDINALITY AS r(folded, sender, key, host, text, ord)
 ), ru AS (
     SELECT r.*, u.seq, u.kind, u.name FROM r LEFT JOIN chatd_users u ON u.folded = r.folded
 ), held AS (
     -- Each receiver's mailbox read once, however many messages it gets.
-    SELECT m.receiver, m.sender_key, count(*) AS n FROM chatd_mail m
-    WHERE m.receiver IN (SELECT seq FROM ru) GROUP BY m.receiver, m.sender_key
+    SELECT m.receiver, m.sender_key, m.sender_host, count(*) AS n FROM chatd_mail m
+    WHERE m.receiver IN (SELECT seq FROM ru) GROUP BY m.receiver, m.sender_key, m.sender_host
 ), total AS (
     SELECT receiver, sum(n) AS n FROM held GROUP BY receiver
+), by_key AS (
+    SELECT receiver, sender_key, sum(n) AS n FROM held GROUP BY receiver, sender_key
+), by_host AS (
+    SELECT receiver, sender_host, sum(n) AS n FROM held GROUP BY receiver, sender_host
 ), t AS (
-    SELECT ru.ord, ru.seq, ru.sender, ru.key, ru.text, ru.kind, ru.name,
+    SELECT ru.ord, ru.seq, ru.sender, ru.key, ru.host, ru.text, ru.kind, ru.name,
            ru.kind = 'b' AND (
                coalesce(total.n, 0)
                    + row_number() OVER (PARTITION BY ru.seq ORDER BY ru.ord) > %(size)s
-               OR coalesce(held.n, 0)
+               OR coalesce(by_key.n, 0)
                    + row_number() OVER (PARTITION BY ru.seq, ru.key ORDER BY ru.ord) > %(share)s
+               OR ru.host <> '' AND coalesce(by_host.n, 0)
+                   + row_number() OVER (PARTITION BY ru.seq, ru.host ORDER BY ru.ord)
+                   > %(host_share)s
            ) AS is_full
     FROM ru
     LEFT JOIN total ON total.receiver = ru.seq
-    LEFT JOIN held ON held.receiver = ru.seq AND held.sender_key = ru.key
+    LEFT JOIN by_key ON by_key.receiver = ru.seq AND by_key.sender_key = ru.key
+    LEFT JOIN by_host ON by_host.receiver = ru.seq AND by_host.sender_host = ru.host
 ), queued AS (
-    INSERT INTO chatd_mail (receiver, sender, sender_key, text)
-    SELECT seq, sender, key, text FROM t WHERE kind = 'b' AND NOT is_full ORDER BY ord
+    INSERT INTO chatd_mail (receiver, sender, sender_key, sender_host, text)
+    SELECT seq, sender, key, host, text FROM t WHERE kind = 'b' AND NOT is_full ORDER BY ord
 )
 SELECT ord, seq, kind, is_full, name FROM t ORDER BY ord
 """
@@ -231,8 +258,9 @@ SELECT ord, seq, kind, is_full, name FROM t ORDER BY ord
 class SayTo(_Op):
     """A message to one user by name: pushed to a line user, or mailed."""
 
-    def __init__(self, receiver: str, sender: str, text: str, limits: Limits) -> None:
+    def __init__(self, receiver: str, sender: str, text: str, limits: Limits, host: str) -> None:
         self.folded, self.sender, self.text, self.limits = fold(receiver), sender, text, limits
+        self.host = host
 
     @staticmethod
     def run_many(cursor: Any, ops: list[SayTo]) -> list[tuple[Any, list[Any]]]:
@@ -242,9 +270,9 @@ class SayTo(_Op):
                 "folded": [op.folded for op in ops],
                 "senders": [op.sender for op in ops],
                 "keys": [fold(op.sender) for op in ops],
+                "hosts": [op.host for op in ops],
                 "texts": [op.text for op in ops],
-                "size": ops[0].limits.mailbox_size,
-                "share": ops[0].limits.mailbox_share,
+                **_room(ops[0].limits),
             },
         ).fetchall()
         out: list[tuple[Any, list[Any]]] = []
@@ -264,13 +292,13 @@ class SayTo(_Op):
 class Poke(_Op):
     """A poke by name: shown to every line user; a binary user gets it as mail."""
 
-    def __init__(self, poked: str, poker: str, limits: Limits) -> None:
-        self.folded, self.poker, self.limits = fold(poked), poker, limits
+    def __init__(self, poked: str, poker: str, limits: Limits, host: str) -> None:
+        self.folded, self.poker, self.limits, self.host = fold(poked), poker, limits, host
 
     def run(self, cursor: Any) -> tuple[Any, list[Any]]:
         params = {
-            "folded": self.folded, "key": fold(self.poker),
-            "size": self.limits.mailbox_size, "share": self.limits.mailbox_share,
+            "folded": self.folded, "key": fold(self.poker), "host": self.host,
+            **_room(self.limits),
         }
         row = cursor.execute(
             f"SELECT seq, kind, name, kind = 'b' AND ({_NO_ROOM}) FROM chatd_users u"
@@ -283,9 +311,9 @@ class Poke(_Op):
         text = linewire.poke(self.poker, name)
         if kind == "b" and not full:
             cursor.execute(
-                "INSERT INTO chatd_mail (receiver, sender, sender_key, text)"
-                " VALUES (%s, %s, %s, %s)",
-                (seq, self.poker, fold(self.poker), text),
+                "INSERT INTO chatd_mail (receiver, sender, sender_key, sender_host, text)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                (seq, self.poker, fold(self.poker), self.host, text),
             )
         return (("full" if full else "ok"), name), [["p", text]]
 
@@ -514,7 +542,7 @@ class PostgresNames(LocalNames):
             user = BinaryUser(name, host, seq)
             self.mailboxes.add(user)
         elif pending is not None and pending[0] is not None:
-            user = LineUser(name, pending[0])
+            user = LineUser(name, pending[0], getattr(pending[0], "host", "local"))
         else:
             user = RemoteUser(name)
         self._users[seq] = user
@@ -624,7 +652,7 @@ class NotifyDelivery(LocalDelivery):
 
     def say_all(self, sender: User, text: str) -> Deferred[None]:  # type: ignore[override]
         mail = self.mailboxes.any_besides(sender)
-        op = (SayAll, sender, sender.name, text, mail, self.limits)
+        op = (SayAll, sender, sender.name, text, mail, self.limits, _host(sender))
         return self.names.submit_as(*op).addCallback(self._full_news, fold(sender.name))
 
     def say_to(  # type: ignore[override]
@@ -632,11 +660,11 @@ class NotifyDelivery(LocalDelivery):
     ) -> Deferred[None]:
         # Found by the database, not this node's copy: a user another node
         # has just acknowledged may not have reached it yet.
-        op = SayTo(receiver, sender.name, text, self.limits)
+        op = SayTo(receiver, sender.name, text, self.limits, _host(sender))
         return self.link.submit(op).addCallback(_outcome, receiver)
 
     def poke(self, poker: User, poked: str) -> Deferred[None]:  # type: ignore[override]
-        op = Poke(poked, poker.name, self.limits)
+        op = Poke(poked, poker.name, self.limits, _host(poker))
         return self.link.submit(op).addCallback(_outcome, poked)
 
     def _full_news(self, full: list[str], sender: str) -> None:

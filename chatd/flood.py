@@ -156,6 +156,8 @@ class FakeLag:
         be run again then."""
         wait = self.hosts.spend(self.host)
         if wait:
+            # It is counted again when it runs: once is its due.
+            self.bucket.tokens += 1
             self._hold(wait)
         return not wait
 

@@ -20,7 +20,10 @@ SQLite off the reactor.
 from __future__ import annotations
 
 import json
+import os
 import threading
+import time
+from collections import deque
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from twisted.internet.defer import Deferred
@@ -28,7 +31,7 @@ from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from chatd.store import GroupCommit, StoreFailed, ThreadWorker, reason
+from chatd.store import CommitReport, GroupCommit, StoreFailed, ThreadWorker, reason
 
 CHANNEL = "chatd"
 # PostgreSQL's limit on a NOTIFY payload is 8000 bytes; room to spare.
@@ -36,6 +39,16 @@ PAYLOAD = 7500
 # Seconds to wait for a connection before calling the database unreachable.
 CONNECT_TIMEOUT = 3
 SCHEMA_VERSION = 1
+# Seconds the events stay in chatd_events for a node that lost its LISTEN
+# connection to catch up from: well beyond --node-lease, past which a node
+# that cannot reach the database stops serving anyway.
+KEEP_EVENTS = 60
+# Ids are taken when a transaction runs and seen in the order of the
+# commits: catching up reads from this many ids before the highest seen, so
+# that one taken earlier and committed later is not missed.
+CATCH_UP_SPAN = 1000
+# How often a batch is tried when PostgreSQL picks it to break a deadlock.
+DEADLOCK_TRIES = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chatd_version (version integer NOT NULL);
@@ -57,8 +70,18 @@ CREATE TABLE IF NOT EXISTS chatd_mail (
     sender_key text NOT NULL,   -- the sender's folded name: its share of the mailbox
     text text NOT NULL
 );
+-- The sender's peer host: its share of the mailbox, under all its names.
+ALTER TABLE chatd_mail ADD COLUMN IF NOT EXISTS sender_host text NOT NULL DEFAULT '';
 CREATE INDEX IF NOT EXISTS chatd_mail_by_receiver ON chatd_mail (receiver, id);
 -- One row a live node, renewed well inside its lease.
+-- What each transaction NOTIFYed, kept for a while: a node whose LISTEN
+-- connection dropped reads what it missed from here.
+CREATE TABLE IF NOT EXISTS chatd_events (
+    id bigserial PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT now(),
+    payload text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chatd_events_by_time ON chatd_events (at);
 CREATE TABLE IF NOT EXISTS chatd_nodes (
     id text PRIMARY KEY,
     lease double precision NOT NULL,
@@ -78,10 +101,10 @@ def is_postgres(database: str) -> bool:
     return database.startswith(("postgresql://", "postgres://"))
 
 
-def connect(uri: str) -> Any:
+def connect(uri: str, **options: Any) -> Any:
     import psycopg
 
-    return psycopg.connect(uri, connect_timeout=CONNECT_TIMEOUT)
+    return psycopg.connect(uri, connect_timeout=CONNECT_TIMEOUT, **options)
 
 
 def prepare(uri: str) -> None:
@@ -161,8 +184,14 @@ class Engine(GroupCommit):
     A change is an L{Op} and the Deferred that gets its result.
     """
 
-    def __init__(self, uri: str, reactor: IReactorTime) -> None:
-        super().__init__(reactor, ThreadWorker(reactor))  # type: ignore[arg-type]
+    def __init__(
+        self, uri: str, reactor: IReactorTime, report: CommitReport | None = None
+    ) -> None:
+        """
+        @param report: told, in the reactor, of every commit tried (for the
+            metrics and the health check).
+        """
+        super().__init__(reactor, ThreadWorker(reactor), report)  # type: ignore[arg-type]
         self.uri = uri
         self._db: Any = None
 
@@ -192,7 +221,7 @@ class Engine(GroupCommit):
         if fresh:
             self._db = connect(self.uri)
         try:
-            return self._transaction(ops)
+            return self._transaction_again(ops)
         except _NotBegun:
             if fresh:
                 raise
@@ -204,6 +233,20 @@ class Engine(GroupCommit):
             if self._db.broken or self._db.closed:
                 self._disconnect()
             raise
+
+    def _transaction_again(self, ops: list[Op]) -> list[Any]:
+        """L{_transaction}, run again when PostgreSQL rolled it back to break
+        a deadlock with another node's batch: nothing of it was stored, and
+        the next try usually goes through."""
+        import psycopg.errors
+
+        for _ in range(DEADLOCK_TRIES - 1):
+            try:
+                return self._transaction(ops)
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                # PostgreSQL's own log names the deadlock.
+                continue
+        return self._transaction(ops)
 
     def _transaction(self, ops: list[Op]) -> list[Any]:
         import psycopg
@@ -235,8 +278,9 @@ class Engine(GroupCommit):
                     result, sent = finish(outcome) if finish is not None else outcome
                     results.append(result)
                     events.extend(sent)
-                for payload in payloads(events):
-                    cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+                chunks = payloads(events)
+                if chunks:
+                    cursor.execute(_NOTIFY, {"channel": CHANNEL, "chunks": chunks})
         except BaseException as e:
             transaction.__exit__(type(e), e, e.__traceback__)
             raise
@@ -288,6 +332,19 @@ def _outcomes(db: Any, cursor: Any, ops: list[Op]) -> list[Any]:
     return outcomes
 
 
+# The events, kept and sent in one statement: each payload is its row's id,
+# a space, and the JSON array of events.
+_NOTIFY = """
+WITH kept AS (
+    INSERT INTO chatd_events (payload)
+    SELECT p FROM unnest(%(chunks)s::text[]) WITH ORDINALITY AS c(p, o) ORDER BY o
+    RETURNING id, payload
+)
+SELECT count(pg_notify(%(channel)s, id::text || ' ' || payload))
+FROM (SELECT id, payload FROM kept ORDER BY id) AS k
+"""
+
+
 def _lock_key(folded: str) -> int:
     import zlib
 
@@ -317,7 +374,9 @@ class Listener:
 
     On each connection it calls C{snapshot(rows)} with the user list as it is
     once listening, then C{events(list)} for every notification, in order,
-    all in the reactor's thread.
+    all in the reactor's thread. Connected again after a drop, it first
+    hands over the events committed meanwhile (kept in C{chatd_events} for
+    L{KEEP_EVENTS} seconds), each once, then the user list.
     """
 
     log = Logger()
@@ -335,6 +394,10 @@ class Listener:
         self._events = events
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="chatd-listen", daemon=True)
+        self._seen = _Seen()
+        # Events up to this id were committed before this node first listened.
+        self._floor: int | None = None
+        self._pruned = 0.0
 
     def start(self) -> None:
         self._thread.start()
@@ -358,20 +421,80 @@ class Listener:
             delay = min(delay * 2, 1.0)
 
     def _listen(self) -> None:
-        with connect(self.uri) as db:
+        # Named, so that an operator (or a test) can tell it in pg_stat_activity.
+        with connect(self.uri, application_name=f"chatd-listen-{os.getpid()}") as db:
             db.autocommit = True
             db.execute(f"LISTEN {CHANNEL}")
+            if self._floor is None:
+                (self._floor,) = db.execute("SELECT coalesce(max(id), 0) FROM chatd_events").fetchone()
+            else:
+                missed = self._missed(db)
+                if missed:
+                    self._reactor.callFromThread(self._events, missed)
             rows = db.execute(USERS).fetchall()
             self._reactor.callFromThread(self._snapshot, rows)
             while not self._stopping.is_set():
                 # The first notification, and any that came in the same read.
-                batch = [
-                    json.loads(n.payload) for n in db.notifies(timeout=0.5, stop_after=1)
-                ]
-                # A notifies() generator that ends with a timeout may hide a
-                # dropped connection: ask it.
-                if not batch:
-                    db.execute("SELECT 1")
+                events = self._fresh(
+                    (n.payload for n in db.notifies(timeout=0.5, stop_after=1))
+                )
+                if events:
+                    self._reactor.callFromThread(self._events, events)
                     continue
-                events = [event for chunk in batch for event in chunk]
-                self._reactor.callFromThread(self._events, events)
+                # A notifies() generator that ends with a timeout may hide a
+                # dropped connection: ask it (and use the quiet moment).
+                self._prune(db)
+                db.execute("SELECT 1")
+
+    def _missed(self, db: Any) -> list[Any]:
+        """The events committed since this node last heard, not yet handed over."""
+        after = max(self._floor or 0, self._seen.highest - CATCH_UP_SPAN)
+        rows = db.execute(
+            "SELECT id::text || ' ' || payload FROM chatd_events WHERE id > %s ORDER BY id",
+            (after,),
+        ).fetchall()
+        return self._fresh(row[0] for row in rows)
+
+    def _fresh(self, payloads: Iterable[str]) -> list[Any]:
+        """The events of C{payloads} not handed over before, in order."""
+        events: list[Any] = []
+        for payload in payloads:
+            head, _, body = payload.partition(" ")
+            if not head.isdigit():
+                # Without an id (a node of an older chatd): as it comes.
+                events.extend(json.loads(payload))
+            elif self._seen.add(int(head)):
+                events.extend(json.loads(body))
+        return events
+
+    def _prune(self, db: Any) -> None:
+        """Forget events older than L{KEEP_EVENTS}, now and then."""
+        now = time.monotonic()
+        if now - self._pruned < KEEP_EVENTS / 4:
+            return
+        self._pruned = now
+        db.execute(
+            "DELETE FROM chatd_events WHERE at < now() - make_interval(secs => %s)",
+            (KEEP_EVENTS,),
+        )
+
+
+class _Seen:
+    """The ids of the events handed over lately: a bounded set."""
+
+    def __init__(self, size: int = 4 * CATCH_UP_SPAN) -> None:
+        self._order: deque[int] = deque()
+        self._ids: set[int] = set()
+        self._size = size
+        self.highest = 0
+
+    def add(self, id: int) -> bool:
+        """Note C{id}; whether it is new."""
+        if id in self._ids:
+            return False
+        self._ids.add(id)
+        self._order.append(id)
+        if len(self._order) > self._size:
+            self._ids.discard(self._order.popleft())
+        self.highest = max(self.highest, id)
+        return True

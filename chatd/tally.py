@@ -30,7 +30,6 @@ FRAME_TOO_LONG = "frame-too-long"
 NICK_REQUIRED = "nick-required"
 UNKNOWN_COMMAND = "unknown-command"
 REFUSED = "refused"
-STORE_FAILED = "store-failed"
 SHUTDOWN = "shutdown"
 # Several nodes: this node lost contact with the database past its lease.
 NODE_LOST = "node-lost"
@@ -38,7 +37,7 @@ NODE_LOST = "node-lost"
 REASONS = (
     CLIENT_CLOSED, QUIT, ERROR, SERVER_FULL, HOST_FULL, HANDSHAKE_TIMEOUT,
     IDLE_TIMEOUT, FLOOD, SLOW_READER, LINE_TOO_LONG, FRAME_TOO_LONG,
-    NICK_REQUIRED, UNKNOWN_COMMAND, REFUSED, STORE_FAILED, SHUTDOWN, NODE_LOST,
+    NICK_REQUIRED, UNKNOWN_COMMAND, REFUSED, SHUTDOWN, NODE_LOST,
 )
 
 # The reason an ending for a limit gives, unless a more precise one came first

@@ -241,14 +241,14 @@ def makeService(config: Options, reactor: IReactorTime | None = None) -> MultiSe
         from chatd.metrics import Metrics
 
         metrics = Metrics(reactor, database=config["database"] is not None)
+    report = metrics.store_report if metrics is not None else None
     # The hub's parts: the PostgreSQL set for a node of several, or the
     # in-process set, its mail journaled to memory or to SQLite.
     store: Store = MemoryStore()
     if config["database"] is not None and is_postgres(config["database"]):
-        hub: Hub = _cluster_hub(config, reactor, top)
+        hub: Hub = _cluster_hub(config, reactor, top, report)
     else:
         if config["database"] is not None:
-            report = metrics.store_report if metrics is not None else None
             sqlite = _sqlite_store(config["database"], reactor, report)
             # Before the ports, so that it is started first.
             sqlite.setServiceParent(top)
@@ -308,7 +308,9 @@ def _local_hub(limits: Limits, store: Store, reactor: IReactorTime) -> Hub:
     )
 
 
-def _cluster_hub(config: Options, reactor: IReactorTime, top: MultiService) -> Hub:
+def _cluster_hub(
+    config: Options, reactor: IReactorTime, top: MultiService, report: CommitReport | None
+) -> Hub:
     """A node of the server whose state is in the PostgreSQL C{--database}:
     the hub's PostgreSQL set of parts, and the node's lease."""
     from chatd import postgres
@@ -320,7 +322,7 @@ def _cluster_hub(config: Options, reactor: IReactorTime, top: MultiService) -> H
         users = postgres.load_users(uri)
     except postgres.UnusableDatabase as e:
         raise SystemExit(f"chatd: {e}")
-    engine = postgres.Engine(uri, reactor)
+    engine = postgres.Engine(uri, reactor, report)
     # Before the ports and the node, so that it is stopped after them.
     engine.setServiceParent(top)
     hub, node = node_hub(config.limits(), engine, reactor, config["node-lease"])

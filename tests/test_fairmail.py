@@ -239,6 +239,18 @@ class BroadcastBudgetTests(SynchronousTestCase):
         flooder.send(b"!users\n")
         self.assertEqual(flooder.lines(), ["!users 2 reader f"])
 
+    def test_a_held_broadcast_costs_one_command(self) -> None:
+        """A broadcast held for the host's budget is counted once against the
+        connection's command rate, not again when it runs."""
+        server = Server(broadcast_rate=1.0, broadcast_burst=1, command_rate=1.0, command_burst=5)
+        sender = nick(server, "f", host="10.0.0.1")
+        sender.send(b"!sendmsg 0\n!sendmsg 1\n")
+        server.clock.advance(1.0)
+        sender.take()
+        # Five command tokens: !nick, two broadcasts, one back after a second.
+        sender.send(b"!users\n" * 5)
+        self.assertEqual(len(sender.lines()), 3)
+
     def test_kept_budgets_are_bounded(self) -> None:
         budgets = HostBudgets(1.0, 3, self.server.clock)
         for n in range(10_000):

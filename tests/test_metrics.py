@@ -293,7 +293,7 @@ class ClosedTests(SynchronousTestCase):
         server.factory.shutdown()
         self.closed(server, metrics, liz, "shutdown")
 
-    def test_store_failed(self) -> None:
+    def test_store_failed_is_no_ending(self) -> None:
         worker = InlineWorker()
         clock = Clock()
         store = SqliteStore(open_database(":memory:"), clock, worker)
@@ -304,7 +304,16 @@ class ClosedTests(SynchronousTestCase):
         bob.send(command(b"send", b"bob", b"hi"))
         clock.advance(0)
         self.assertEqual(bob.frames(), [binwire.STORE_FAILED.encode()])
-        self.closed(server, metrics, bob, "store-failed")
+        # Not an ending: the connection stays, and the failure is counted
+        # where it happened, in the store.
+        self.assertFalse(bob.closed)
+        got = Scrape(metrics)
+        self.assertEqual(
+            [s.value for s in got.families["chatd_connections_closed"].samples if s.value], []
+        )
+        bob.send(command(b"send", b"bob", b"again"))
+        clock.advance(SqliteStore.retry)
+        self.assertEqual(bob.frames(), [binwire.ADDED.encode()])
 
     def test_first_reason_is_logged_once_with_its_limit(self) -> None:
         events: list[dict[str, Any]] = []

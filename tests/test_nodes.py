@@ -234,6 +234,28 @@ class DeliveryTests(NodesTestCase):
         )
 
 
+    def test_host_share_across_nodes(self) -> None:
+        """One peer host's share of a mailbox (--mailbox-host-share, 50)
+        holds across nodes, whatever names and nodes its mail comes from."""
+        self.binary(self.b, "rcpt").close()
+        for i in range(5):
+            sender = self.binary(self.a if i % 2 else self.b, f"s{i}")
+            for j in range(10):
+                self.assertEqual(
+                    sender.ask(b"send", b"rcpt", f"{i}.{j}".encode()), "Message added to storage!"
+                )
+        late = self.binary(self.a, "late")
+        self.assertEqual(late.ask(b"send", b"rcpt", b"no room"), "Mailbox of 'rcpt' is full!")
+        line = self.line(self.b, "liner")
+        line.say("!sendto rcpt nor here")
+        self.assertTrue(line.expect(lambda l: l.startswith("!error")).startswith("!error mailbox-full"))
+        poller = self.binary(self.a)
+        self.assertEqual(poller.ask(b"register", b"rcpt"), "Nice to see you, rcpt")
+        self.assertEqual(len(poller.receive()), 50)
+        # Taken: room again.
+        self.assertEqual(late.ask(b"send", b"rcpt", b"room"), "Message added to storage!")
+
+
 class ThreeNodesTests(SynchronousTestCase):
     def test_three_nodes(self) -> None:
         """Three nodes: one namespace, and each message reaches the users of

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
+import urllib.error
+import urllib.request
 
 from tests import pgserver
 from tests.nodes import (
     PATIENCE,
-    BinaryClient,
     Cluster,
     LineClient,
     NodeClientsTestCase,
@@ -91,22 +93,14 @@ class DatabaseFailureTests(NodeClientsTestCase):
         refused = 0
 
         def send(i: int) -> None:
-            nonlocal sender, refused
-            try:
-                reply = sender.ask(b"send", b"rcpt", f"t{i}".encode())
-            except ConnectionError:
-                reply = ""
+            nonlocal refused
+            reply = sender.ask(b"send", b"rcpt", f"t{i}".encode())
             if reply == "Message added to storage!":
                 acked.append(f"t{i}")
                 return
+            # Refused, on the same connection, which stays open.
+            self.assertEqual(reply, "Storage failed! Try again later.")
             refused += 1
-            # Refused: the connection is closed; come back and claim the name again.
-            sender.close()
-            sender = BinaryClient(a)
-            try:
-                sender.ask(b"register", b"sender")
-            except ConnectionError:
-                pass
 
         for i in range(20):
             send(i)
@@ -170,3 +164,68 @@ class DatabaseFailureTests(NodeClientsTestCase):
         assert isinstance(dave, LineClient)
         dave.say("!users")
         self.assertEqual(dave.expect(lambda l: l.startswith("!users")), "!users 3 carol alice dave")
+
+    def test_health_follows_the_database(self) -> None:
+        """A node's /healthz says 503 and why while PostgreSQL is gone, and
+        200 again once it is back; its commits are measured."""
+        port = pgserver.free_port()
+        cluster = Cluster(
+            self, self.uri, "--node-lease", str(LEASE),
+            "--metrics", f"tcp:{port}:interface=127.0.0.1",
+        )
+        cluster.start(1)
+
+        def health() -> tuple[int, str]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                    return r.status, r.read().decode("utf-8")
+            except urllib.error.HTTPError as e:
+                return e.code, e.read().decode("utf-8")
+
+        self.assertEqual(eventually(health, "health", PATIENCE), (200, "ok\n"))
+
+        def committed() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                metrics = r.read().decode("utf-8")
+            return re.search(r"^chatd_store_commit_seconds_count [1-9]", metrics, re.M) is not None
+
+        # The lease's renewals are commits too, so some are measured soon.
+        eventually(committed, "a commit to be measured", LEASE * 3)
+        self.pg.stop()
+        status, body = eventually(
+            lambda: (lambda got: got if got[0] != 200 else None)(health()),
+            "health to fail while the database is down", LEASE * 3,
+        )
+        self.assertEqual(status, 503)
+        self.assertTrue(body.startswith("store cannot commit: "), body)
+        self.pg.start()
+        eventually(lambda: health() == (200, "ok\n"), "health once the database is back", 10)
+
+
+class ListenerDropTests(NodeClientsTestCase):
+    def test_nothing_missed_while_listening_again(self) -> None:
+        """A node whose LISTEN connection drops catches up on what was
+        committed meanwhile: its line users get every message, once, in order."""
+        require_postgres()
+        import psycopg
+
+        uri = pgserver.fresh_database()
+        cluster = Cluster(self, uri, "--node-lease", "15")
+        a, b = cluster.start(2)
+        alice = self.line(a, "alice")
+        bob = self.line(b, "bob")
+        alice.expect(lambda l: l == "!joined bob")
+        with psycopg.connect(uri, autocommit=True) as db:
+            (dropped,) = db.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                (f"chatd-listen-{cluster.nodes[1].process.pid}",),
+            ).fetchone()
+        self.assertEqual(dropped, 1)
+        sent = [f"m{i}" for i in range(30)]
+        for text in sent:
+            alice.say(f"!sendmsg {text}")
+        got = [bob.expect(lambda l: l.startswith("!msg alice ")) for _ in sent]
+        self.assertEqual(got, [f"!msg alice {text}" for text in sent])
+        # And nothing twice.
+        self.assertIsNone(bob.line(1.0))

@@ -90,8 +90,12 @@ class HeldRepliesTests(SynchronousTestCase):
         self.assertTrue(self.client.closed)
 
     def test_failed_commit(self) -> None:
-        """A change that is not committed is not acknowledged: the client is told."""
+        """A change that is not committed is not acknowledged: the client is
+        told, for each command that waited on it, and may go on."""
         self.client.send(command(b"register", b"bob") + command(b"users"))
         self.store.fail()
-        self.assertEqual(texts(self.client), [binwire.STORE_FAILED])
-        self.assertTrue(self.client.closed)
+        self.assertEqual(texts(self.client), [binwire.STORE_FAILED] * 2)
+        self.assertFalse(self.client.closed)
+        self.client.send(command(b"users"))
+        self.store.commit()
+        self.assertEqual(texts(self.client), ["1", "bob"])
