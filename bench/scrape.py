@@ -56,7 +56,7 @@ def main() -> None:
     for i in range(options.users):
         user, _ = hub.register(f"u{i}", "10.0.0.1")
         for n in range(options.mail):
-            hub.store.add_mail(user.key, "x", "m")
+            hub.mailboxes.store.add_mail(user.key, "x", "m")  # type: ignore[attr-defined]
             user.mailbox.append(None)  # type: ignore[arg-type]
     for i in range(options.connections):
         addr = IPv4Address("TCP", f"127.0.{i // 250}.{i % 250}", 40000)

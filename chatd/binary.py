@@ -13,8 +13,10 @@ from twisted.python.failure import Failure
 
 from chatd import binwire, tally
 from chatd.binwire import PREFIX_LENGTH as PREFIX
+from chatd.delivery import HubSession
 from chatd.flood import FakeLag, HostBudgets, Later
-from chatd.hub import BinaryUser, Hub, HubSession
+from chatd.hub import Hub
+from chatd.names import BinaryUser
 from chatd.rules import (
     BadName,
     ChatError,

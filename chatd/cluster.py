@@ -1,13 +1,16 @@
-"""Several nodes, one server: a hub whose names, deliveries and mail live in PostgreSQL.
+"""Several nodes, one server: the PostgreSQL set of the hub's three parts.
 
-Each node keeps a replica of the user list, so C{!users}, C{users} and the
-checks that need no engine answer from memory as on one node. Every change
-goes to the L{Engine} as one L{Op}: names are claimed by the database's
-unique index, mail is kept in its tables, and what users must be told goes
-out as events by C{NOTIFY}. Every node, the sender's too, applies the events
-in the order PostgreSQL delivers them, which is the order of the commits:
-so every node sees the same arrivals, departures and messages in the same
-order, and each reaches a user once, from the node it is connected to.
+L{PostgresNames} claims names by the database's unique index and keeps a
+replica of the user list on each node, so C{!users}, C{users} and the checks
+that need no engine answer from memory as on one node; L{NotifyDelivery}
+routes messages in the database and sends what users must be told as events
+by C{NOTIFY}; L{PostgresMailboxes} keeps mail in its tables. Every change
+goes to the one L{Engine} as an L{Op} (through the node's L{Link}), so what
+one turn of the reactor changes is one transaction. Every node, the
+sender's too, applies the events in the order PostgreSQL delivers them,
+which is the order of the commits: so every node sees the same arrivals,
+departures and messages in the same order, and each reaches a user once,
+from the node it is connected to.
 
 A node holds a lease: a row it renews every fifth of C{--node-lease}
 (L{RENEW}). The others take a dead node's line users away once it has not
@@ -31,7 +34,10 @@ from twisted.python.failure import Failure
 
 from chatd import linewire
 from chatd.deadline import cancelled
-from chatd.hub import BinaryUser, Hub, LineUser, Session, User
+from chatd.delivery import LocalDelivery, Session
+from chatd.hub import Hub
+from chatd.mailboxes import not_yet_told
+from chatd.names import BinaryUser, LineUser, LocalNames, User
 from chatd.postgres import Engine, Listener
 from chatd.rules import (
     Ending,
@@ -379,20 +385,39 @@ class Depart(_Op):
         return None, [["x", seq] for (seq,) in gone]
 
 
-class ClusterHub(Hub):
-    """The hub of one node: the shared state is PostgreSQL's; this is its replica.
+class Link:
+    """This node's way to the engine: its id, and whether it may act for its users.
+
+    The three parts of a node submit their ops to one L{Engine} through it,
+    so what one turn of the reactor changes is still one transaction.
+    """
+
+    def __init__(self, engine: Engine, node: str) -> None:
+        self.engine = engine
+        self.node = node
+        # Whether this node has lost its lease and acts for nobody meanwhile.
+        self.cut_off = False
+
+    def submit(self, op: Any) -> Deferred[Any]:
+        if self.cut_off:
+            return fail(StoreFailed("this node has lost its lease"))
+        return self.engine.submit(op)
+
+
+class PostgresNames(LocalNames):
+    """Names claimed in PostgreSQL, and this node's replica of every node's users.
 
     The methods that change something return a Deferred that fires once the
     change is committed (and, for a join, once this node has seen it), or
-    fails with the usual L{ChatError}, or L{StoreFailed}.
+    fails with the usual L{ChatError}, or L{StoreFailed}. The replica is kept
+    from the events of every node, in commit order, and answers the rest.
     """
 
     log = Logger()
 
-    def __init__(self, limits: Limits, engine: Engine, clock: IReactorTime, node: str) -> None:
-        super().__init__(limits, None, clock)
-        self.engine = engine
-        self.node = node
+    def __init__(self, link: Link) -> None:
+        super().__init__()
+        self.link = link
         self._users: dict[int, User] = {}
         self._seqs: dict[User, int] = {}
         # Joins and registrations of this node waiting for their event.
@@ -401,14 +426,10 @@ class ClusterHub(Hub):
         # Their rows, once committed: a node that reads the user list afresh
         # (its listener reconnected) completes them from there.
         self._claims: dict[int, int] = {}
-        # Whether this node has lost its lease and acts for nobody meanwhile.
-        self.cut_off = False
-
-    def settled(self) -> bool:
-        return self.engine.settled()
-
-    def committed(self) -> Deferred[None]:
-        return self.engine.committed()
+        # Rows of this node's own line users read from the user list before
+        # their claim came back (a join committed before this node listened):
+        # completed once it does.
+        self._early: dict[int, tuple[str, str, str | None, str]] = {}
 
     # Changes
 
@@ -416,11 +437,12 @@ class ClusterHub(Hub):
         check_name(name, self.limits)
         # Claimed in the database alone: this node's copy may still show a
         # name another node has just freed.
-        return self._join(session, JoinLine(name, self.node, self._req()), name)
+        return self._join(session, JoinLine(name, self.link.node, self._req()), name)
 
     def register(self, name: str, host: str) -> Deferred[tuple[BinaryUser, bool]]:  # type: ignore[override]
         check_name(name, self.limits)
-        return self._join(None, Register(name, host, self.node, self._req(), self.limits), name)
+        op = Register(name, host, self.link.node, self._req(), self.limits)
+        return self._join(None, op, name)
 
     def rename(self, user: LineUser, new: str) -> Deferred[None]:  # type: ignore[override]
         check_name(new, self.limits)
@@ -429,47 +451,26 @@ class ClusterHub(Hub):
             if done is not True:
                 raise NameTaken(f"{done[1]} is taken")
 
-        return self._submit(Rename, user, new).addCallback(renamed)
+        return self.submit_as(Rename, user, new).addCallback(renamed)
 
     def leave(self, user: User) -> Deferred[None] | None:  # type: ignore[override]
         if not self.is_current(user):
             return None
         user.present = False
         if isinstance(user, LineUser):
-            self._detach(user.session)
+            self.delivery.detach(user.session)
         seq = self._seqs.get(user)
         if seq is None:
             return None
         # A departure nobody waits on is tried until it is stored: a line
         # user's name must not outlive its connection.
-        return self.engine.submit(Leave(seq, retry=isinstance(user, LineUser)))
-
-    def say_all(self, sender: User, text: str) -> Deferred[None]:  # type: ignore[override]
-        mail = any(user is not sender for user in self._binary_users)
-        return self._submit(
-            SayAll, sender, sender.name, text, mail, self.limits, _host(sender)
-        ).addCallback(
-            self._full_news, fold(sender.name)
-        )
-
-    def say_to(self, sender: User, receiver: str, text: str) -> Deferred[None]:  # type: ignore[override]
-        # Found by the database, not this node's copy: a user another node
-        # has just acknowledged may not have reached it yet.
-        op = (receiver, sender.name, text, self.limits, _host(sender))
-        return self._submit(SayTo, None, *op).addCallback(
-            _outcome, receiver
-        )
-
-    def poke(self, poker: User, poked: str) -> Deferred[None]:  # type: ignore[override]
-        return self._submit(Poke, None, poked, poker.name, self.limits, _host(poker)).addCallback(
-            _outcome, poked
-        )
+        return self.link.engine.submit(Leave(seq, retry=isinstance(user, LineUser)))
 
     def current_names(self) -> Deferred[list[str]]:  # type: ignore[override]
         """Asked of the database, not of this node's replica: a user another
         node has just acknowledged is listed even if its event is still on
         its way here. Without the database, this node's copy answers."""
-        return self._submit(ListUsers, None).addErrback(self._replica_names)
+        return self.link.submit(ListUsers()).addErrback(self._replica_names)
 
     def _replica_names(self, reason: Failure) -> list[str]:
         reason.trap(StoreFailed)
@@ -480,55 +481,19 @@ class ClusterHub(Hub):
             lambda names: linewire.users_line(len(names), linewire.encode_names(names))
         )
 
-    def take_mail(self, user: BinaryUser) -> Deferred[list[Mail]]:  # type: ignore[override]
-        # Senders of broadcasts are told of a full mailbox again once it was
-        # emptied (this node remembers whom it told).
-        user.told = None
-        return self._submit(TakeMail, user)
+    # What the other parts ask
 
-    def _full_news(self, full: list[str], sender: str) -> None:
-        """Fair mail: name each full mailbox to a broadcast's sender once, as on one node."""
-        users = [u for u in map(self.find, full) if isinstance(u, BinaryUser)]
-        news = self._not_yet_told(users, sender) if users else []
-        if news:
-            raise MailboxFull(news)
+    def user_at(self, seq: int) -> User | None:
+        """The user whose row is C{seq}, if this node has seen it."""
+        return self._users.get(seq)
 
-    # Events, in commit order, from every node
-
-    def receive(self, events: list[Any]) -> None:
-        """Apply what the nodes committed: announce, deliver, join and leave."""
-        with self.batch():
-            for event in events:
-                kind = event[0]
-                if kind == "m":
-                    sender = self._users.get(event[1])
-                    self._announce(linewire.msg(event[2], event[3]), exclude=sender)
-                elif kind == "t":
-                    target = self._users.get(event[1])
-                    if isinstance(target, LineUser) and target.present:
-                        self.send(target.session, linewire.privmsg(event[2], event[3]))
-                elif kind == "p":
-                    self._announce(linewire.encode(event[1]))
-                elif kind == "j":
-                    self._joined(*event[1:])
-                elif kind == "r":
-                    self._renamed(event[1], event[2])
-                elif kind == "x":
-                    self._gone(event[1])
-
-    def snapshot(self, rows: list[tuple[Any, ...]]) -> None:
-        """Catch up with the user list as the database has it, once listening (again)."""
-        with self.batch():
-            seen = set()
-            for seq, name, kind, node, host in rows:
-                seen.add(seq)
-                user = self._users.get(seq)
-                if user is None:
-                    self._joined(seq, name, kind, node, host, None)
-                elif user.name != name:
-                    self._renamed(seq, name)
-            for seq in [seq for seq in self._users if seq not in seen]:
-                self._gone(seq)
+    def submit_as(self, kind: Any, user: User, *args: Any) -> Deferred[Any]:
+        """Submit the op C{kind} about C{user}, whose row's key is its first argument."""
+        seq = self._seqs.get(user)
+        if seq is None and not self.link.cut_off:
+            # Taken away by another node while this command was on its way.
+            return fail(StoreFailed(f"{user.name} no longer holds its name"))
+        return self.link.submit(kind(seq, *args))
 
     def drop_local(self) -> None:
         """Stop acting for this node's line users: end their connections."""
@@ -536,29 +501,94 @@ class ClusterHub(Hub):
             if isinstance(user, LineUser) and user.present:
                 user.session.end(Ending.NODE_LOST)  # type: ignore[attr-defined]
 
+    # Events, in commit order, from every node
+
+    def snapshot(self, rows: list[tuple[Any, ...]]) -> None:
+        """Catch up with the user list as the database has it, once listening (again)."""
+        with self.delivery.batch():
+            seen = set()
+            for seq, name, kind, node, host in rows:
+                seen.add(seq)
+                user = self._users.get(seq)
+                if user is None:
+                    self.joined(seq, name, kind, node, host, None)
+                elif user.name != name:
+                    self.renamed(seq, name)
+            for seq in [seq for seq in self._users if seq not in seen]:
+                self.gone(seq)
+
+    def joined(
+        self, seq: int, name: str, kind: str, node: str | None, host: str, req: int | None
+    ) -> None:
+        if node != self.link.node:
+            # Another node's counter: its requests are not this node's.
+            req = None
+        if req is None:
+            req = self._claims.pop(seq, None)
+        else:
+            self._claims.pop(seq, None)
+        if seq in self._users:
+            return
+        if req is None and kind == "l" and node == self.link.node:
+            self._early[seq] = (name, kind, node, host)
+            return
+        pending = self._joining.pop(req, None) if req is not None else None
+        stale = self._by_name.get(fold(name))
+        if stale is not None and stale in self._seqs:
+            # Its departure is on its way; the database says the name moved on.
+            self.gone(self._seqs[stale])
+        user: User
+        if kind == "b":
+            user = BinaryUser(name, host, seq)
+            self.mailboxes.add(user)
+        elif pending is not None and pending[0] is not None:
+            user = LineUser(name, pending[0], getattr(pending[0], "host", "local"))
+        else:
+            user = RemoteUser(name)
+        self._users[seq] = user
+        self._seqs[user] = seq
+        self.add(user)
+        skip = None
+        if isinstance(user, LineUser):
+            self.delivery.attach(user.session)
+            skip = user.session
+        self.delivery.announce(linewire.joined(name), skip)
+        if pending is not None:
+            pending[1].callback((user, True) if kind == "b" else user)
+
+    def renamed(self, seq: int, new: str) -> None:
+        user = self._users.get(seq)
+        if user is None or user.name == new:
+            return
+        self._rename(user, new)
+
+    def gone(self, seq: int) -> None:
+        self._early.pop(seq, None)
+        user = self._users.pop(seq, None)
+        if user is None:
+            return
+        del self._seqs[user]
+        present = user.present
+        self._forget(user)
+        if isinstance(user, LineUser) and present:
+            # Taken away by another node (this one's lease ran out): end it.
+            self.delivery.detach(user.session)
+            user.session.end(Ending.NODE_LOST)  # type: ignore[attr-defined]
+        if isinstance(user, BinaryUser):
+            self.mailboxes.remove(user)
+        self.delivery.announce(linewire.left(user.name))
+
     # Internals
 
     def _req(self) -> int:
         return next(self._reqs)
 
-    def _submit(self, kind: Any, user: User | None, *args: Any) -> Deferred[Any]:
-        """Submit the op C{kind} about C{user}, whose row's key is its first argument."""
-        if self.cut_off:
-            return fail(StoreFailed("this node has lost its lease"))
-        if user is None:
-            return self.engine.submit(kind(*args))
-        seq = self._seqs.get(user)
-        if seq is None:
-            # Taken away by another node while this command was on its way.
-            return fail(StoreFailed(f"{user.name} no longer holds its name"))
-        return self.engine.submit(kind(seq, *args))
-
     def _join(self, session: Session | None, op: JoinLine | Register, name: str) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
-        if self.cut_off:
+        if self.link.cut_off:
             return fail(StoreFailed("this node has lost its lease"))
         self._joining[op.req] = (session, d)
-        self.engine.submit(op).addCallbacks(
+        self.link.engine.submit(op).addCallbacks(
             self._claimed, self._not_claimed, (op.req, name), None, (op.req,)
         )
         return d
@@ -571,7 +601,11 @@ class ClusterHub(Hub):
         if isinstance(seq, int):
             # Its event completes it, here as on every node.
             if req in self._joining:
-                self._claims[seq] = req
+                early = self._early.pop(seq, None)
+                if early is None:
+                    self._claims[seq] = req
+                else:
+                    self.joined(seq, *early, req)
             return
         pending = self._joining.pop(req, None)
         if pending is not None:
@@ -594,83 +628,135 @@ class ClusterHub(Hub):
         if pending is not None:
             pending[1].errback(reason)
 
-    def _joined(
-        self, seq: int, name: str, kind: str, node: str | None, host: str, req: int | None
-    ) -> None:
-        if node != self.node:
-            # Another node's counter: its requests are not this node's.
-            req = None
-        if req is None:
-            req = self._claims.pop(seq, None)
-        else:
-            self._claims.pop(seq, None)
-        if seq in self._users:
-            return
-        pending = self._joining.pop(req, None) if req is not None else None
-        stale = self._by_name.get(fold(name))
-        if stale is not None and stale in self._seqs:
-            # Its departure is on its way; the database says the name moved on.
-            self._gone(self._seqs[stale])
-        user: User
-        if kind == "b":
-            user = BinaryUser(name, host, seq)
-        elif pending is not None and pending[0] is not None:
-            user = LineUser(name, pending[0], getattr(pending[0], "host", "local"))
-        else:
-            user = RemoteUser(name)
-        self._users[seq] = user
-        self._seqs[user] = seq
-        self._add(user)
-        if isinstance(user, LineUser):
-            if self._batches:
-                self._own[user.session] = self._apart.pop(user.session, [])
-            self._line_sessions[user.session] = None
-        self._announce(linewire.joined(name), exclude=user)
-        if pending is not None:
-            pending[1].callback((user, True) if kind == "b" else user)
 
-    def _renamed(self, seq: int, new: str) -> None:
-        user = self._users.get(seq)
-        if user is None or user.name == new:
-            return
-        old = user.name
-        if self._by_name.get(fold(old)) is user:
-            del self._by_name[fold(old)]
-        user.name = new
-        self._by_name[fold(new)] = user
-        self._names = None
-        self._announce(linewire.renamed(old, new))
+class NotifyDelivery(LocalDelivery):
+    """Messages routed by PostgreSQL: each op sends its deliveries as events,
+    by C{NOTIFY} with the turn's transaction, and every node writes those
+    for its own line users to their sessions, as L{LocalDelivery} does.
 
-    def _gone(self, seq: int) -> None:
-        user = self._users.pop(seq, None)
-        if user is None:
-            return
-        del self._seqs[user]
-        if self._by_name.get(fold(user.name)) is user:
-            del self._by_name[fold(user.name)]
-        del self._order[user]
-        self._names = None
-        if isinstance(user, LineUser) and user.present:
-            # Taken away by another node (this one's lease ran out): end it.
-            user.present = False
-            self._detach(user.session)
-            user.session.end(Ending.NODE_LOST)  # type: ignore[attr-defined]
-        user.present = False
-        if isinstance(user, BinaryUser):
-            del self._binary_users[user]
-            self._hosts[user.host] -= 1
-            if not self._hosts[user.host]:
-                del self._hosts[user.host]
-        self._announce(linewire.left(user.name))
+    A message to a binary user is queued by the same statement that finds
+    the receiver (L{SayTo}, L{SayAll}, L{Poke}), in the mail tables of
+    L{PostgresMailboxes}: one statement, not a lookup and then an insert.
+    """
 
-    def _detach(self, session: Session) -> None:
-        """C{session} gets nothing more pushed: its user is leaving."""
-        if session not in self._line_sessions:
-            return
-        if self._batches:
-            self._apart[session] = self._own_list(session)
-            del self._own[session]
-        del self._line_sessions[session]
+    names: PostgresNames
+    mailboxes: PostgresMailboxes  # type: ignore[assignment]
+
+    def __init__(self, clock: IReactorTime, link: Link) -> None:
+        super().__init__(clock)
+        self.link = link
+
+    def bind(self, hub: Any) -> None:
+        super().bind(hub)
+        self.limits = hub.limits
+
+    def say_all(self, sender: User, text: str) -> Deferred[None]:  # type: ignore[override]
+        mail = self.mailboxes.any_besides(sender)
+        op = (SayAll, sender, sender.name, text, mail, self.limits, _host(sender))
+        return self.names.submit_as(*op).addCallback(self._full_news, fold(sender.name))
+
+    def say_to(  # type: ignore[override]
+        self, sender: User, receiver: str, text: str
+    ) -> Deferred[None]:
+        # Found by the database, not this node's copy: a user another node
+        # has just acknowledged may not have reached it yet.
+        op = SayTo(receiver, sender.name, text, self.limits, _host(sender))
+        return self.link.submit(op).addCallback(_outcome, receiver)
+
+    def poke(self, poker: User, poked: str) -> Deferred[None]:  # type: ignore[override]
+        op = Poke(poked, poker.name, self.limits, _host(poker))
+        return self.link.submit(op).addCallback(_outcome, poked)
+
+    def _full_news(self, full: list[str], sender: str) -> None:
+        """Fair mail: name each full mailbox to a broadcast's sender once, as on one node."""
+        users = [u for u in map(self.names.find, full) if isinstance(u, BinaryUser)]
+        news = self.mailboxes.not_yet_told(users, sender) if users else []
+        if news:
+            raise MailboxFull(news)
+
+    def receive(self, events: list[Any]) -> None:
+        """Apply what the nodes committed: deliver, announce, join and leave."""
+        names = self.names
+        with self.batch():
+            for event in events:
+                kind = event[0]
+                if kind == "m":
+                    sender = names.user_at(event[1])
+                    skip = sender.session if isinstance(sender, LineUser) else None
+                    self.announce(linewire.msg(event[2], event[3]), skip)
+                elif kind == "t":
+                    target = names.user_at(event[1])
+                    if isinstance(target, LineUser) and target.present:
+                        self.send(target.session, linewire.privmsg(event[2], event[3]))
+                elif kind == "p":
+                    self.announce(linewire.encode(event[1]))
+                elif kind == "j":
+                    names.joined(*event[1:])
+                elif kind == "r":
+                    names.renamed(event[1], event[2])
+                elif kind == "x":
+                    names.gone(event[1])
+
+
+class PostgresMailboxes:
+    """Mailboxes in PostgreSQL's C{chatd_mail}, one for each binary user of every node.
+
+    Mail is queued by the statements that route it (L{NotifyDelivery}) and
+    taken by one C{DELETE} (L{TakeMail}). This node keeps the set of binary
+    users, to know whether a broadcast has any mail to queue, and whom it
+    told of a full mailbox.
+    """
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self._boxes: dict[BinaryUser, None] = {}
+
+    def bind(self, hub: Any) -> None:
+        self.names: PostgresNames = hub.namespace
+
+    def load(self) -> list[BinaryUser]:
+        # The node's replica is filled from the user list (PostgresNames.snapshot).
+        return []
+
+    def add(self, user: BinaryUser) -> None:
+        self._boxes[user] = None
+
+    def remove(self, user: BinaryUser) -> None:
+        self._boxes.pop(user, None)
+
+    def any_besides(self, sender: User) -> bool:
+        """Whether a binary user other than C{sender} has a mailbox."""
+        return any(user is not sender for user in self._boxes)
+
+    def take_mail(self, user: BinaryUser) -> Deferred[list[Mail]]:
+        # Senders of broadcasts are told of a full mailbox again once it was
+        # emptied (this node remembers whom it told).
+        user.told = None
+        return self.names.submit_as(TakeMail, user)
+
+    def not_yet_told(self, full: list[BinaryUser], sender: str) -> list[str]:
+        return not_yet_told(full, sender)
+
+    def settled(self) -> bool:
+        return self.link.engine.settled()
+
+    def committed(self) -> Deferred[None]:
+        return self.link.engine.committed()
+
+    def census(self) -> tuple[int, int]:
+        return len(self._boxes), sum(len(user.mailbox) for user in self._boxes)
+
+
+def node_hub(
+    limits: Limits, engine: Engine, reactor: IReactorTime, lease: float
+) -> tuple[Hub, Node]:
+    """A hub of the PostgreSQL set, and the node service that keeps it in the cluster."""
+    link = Link(engine, new_node_id())
+    names = PostgresNames(link)
+    delivery = NotifyDelivery(reactor, link)
+    hub = Hub(limits, clock=reactor, names=names, delivery=delivery,
+              mailboxes=PostgresMailboxes(link))
+    return hub, Node(link, names, delivery, reactor, lease)
 
 
 def _outcome(result: tuple[str, str | None], asked: str) -> None:
@@ -690,17 +776,22 @@ def _refusal(result: Any, name: str) -> Exception:
     return NameTaken(f"{holder} is taken")
 
 
+
 class Node(Service):
     """This node's life in the cluster: its lease, and the events it listens to."""
 
     log = Logger()
 
-    def __init__(self, hub: ClusterHub, engine: Engine, reactor: Any, lease: float) -> None:
-        self.hub = hub
-        self.engine = engine
+    def __init__(
+        self, link: Link, names: PostgresNames, delivery: NotifyDelivery, reactor: Any,
+        lease: float,
+    ) -> None:
+        self.link = link
+        self.names = names
+        self.engine = link.engine
         self.reactor = reactor
         self.lease = lease
-        self.listener = Listener(engine.uri, reactor, hub.snapshot, hub.receive)
+        self.listener = Listener(self.engine.uri, reactor, names.snapshot, delivery.receive)
         self._tick: IDelayedCall | None = None
         # When the last renewal that went through was sent.
         self._renewed = 0.0
@@ -715,7 +806,7 @@ class Node(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         self._tick = cancelled(self._tick)
-        d = self.engine.submit(Depart(self.hub.node))
+        d = self.engine.submit(Depart(self.link.node))
         d.addErrback(lambda reason: None)
         d.addBoth(lambda _: self.reactor.callInThread(self.listener.stop))
         return d
@@ -725,18 +816,18 @@ class Node(Service):
         sent = self.reactor.seconds()
         if sent - self._renewed > self.lease * CUT_OFF:
             self._cut_off()
-        self.engine.submit(Renew(self.hub.node, self.lease)).addCallbacks(
+        self.engine.submit(Renew(self.link.node, self.lease)).addCallbacks(
             self._held, self._failed, (sent,)
         )
 
     def _held(self, kept: bool, sent: float) -> None:
         first, self._first = self._first, False
-        if not kept and not first and not self.hub.cut_off:
+        if not kept and not first and not self.link.cut_off:
             # Another node took this one's users away: they are being ended.
             self.log.warn("this node's lease ran out; its line users were taken away")
         self._renewed = max(self._renewed, sent)
-        if self.hub.cut_off:
-            self.hub.cut_off = False
+        if self.link.cut_off:
+            self.link.cut_off = False
             self.log.info("the database is back: this node serves again")
 
     def _failed(self, reason: Failure) -> None:
@@ -744,13 +835,13 @@ class Node(Service):
             self._cut_off()
 
     def _cut_off(self) -> None:
-        if not self.hub.cut_off:
+        if not self.link.cut_off:
             self.log.error(
                 "no contact with the database for {lease:.1f} s: dropping this node's line users",
                 lease=self.lease * CUT_OFF,
             )
-            self.hub.cut_off = True
-            self.hub.drop_local()
+            self.link.cut_off = True
+            self.names.drop_local()
 
 
 def new_node_id() -> str:

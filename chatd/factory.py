@@ -25,8 +25,9 @@ from chatd.binary import BinaryProtocol
 from chatd.bounded import BoundedTransport
 from chatd.deadline import Deadline
 from chatd.flood import FakeLag, HostBudgets
-from chatd.hub import Hub, User
+from chatd.hub import Hub
 from chatd.line import LineProtocol
+from chatd.names import User
 from chatd.rules import Ending
 
 # A binary command frame opens with its little-endian length, 4 to 8; no
@@ -64,7 +65,7 @@ def transport_kind(transport: object) -> str:
 class Inner(TypingProtocol):
     """What a connection needs of the protocol it hands its bytes to.
 
-    (Not the hub's L{chatd.hub.Session}, which is what the hub needs of a
+    (Not the hub's L{chatd.delivery.Session}, which is what the hub needs of a
     connection it sends to.)
     """
 

@@ -12,8 +12,10 @@ from twisted.python.failure import Failure
 
 from chatd import linewire, tally
 from chatd.deadline import cancelled
+from chatd.delivery import HubSession
 from chatd.flood import FakeLag, HostBudgets, Later
-from chatd.hub import Hub, HubSession, LineUser
+from chatd.hub import Hub
+from chatd.names import LineUser
 from chatd.rules import BadArguments, ChatError, Ending, check_text
 from chatd.store import StoreFailed
 

@@ -13,12 +13,15 @@ from twisted.python import usage
 from twisted.python.components import Componentized
 
 from chatd.database import UnusableDatabase, open_database
+from chatd.delivery import LocalDelivery
 from chatd.factory import ChatFactory
 from chatd.hub import Hub
 from chatd.jsonlog import json_observer, twistd_log_file
 from chatd.listening import Listening, page_address, where
+from chatd.mailboxes import LocalMailboxes
+from chatd.names import LocalNames
 from chatd.rules import Limits
-from chatd.store import CommitReport, MemoryStore, SqliteStore, ThreadWorker
+from chatd.store import CommitReport, MemoryStore, SqliteStore, Store, ThreadWorker
 from chatd.webpage import web_site
 from chatd.websocket import parse_origin
 
@@ -239,15 +242,18 @@ def makeService(config: Options, reactor: IReactorTime | None = None) -> MultiSe
 
         metrics = Metrics(reactor, database=config["database"] is not None)
     report = metrics.store_report if metrics is not None else None
+    # The hub's parts: the PostgreSQL set for a node of several, or the
+    # in-process set, its mail journaled to memory or to SQLite.
+    store: Store = MemoryStore()
     if config["database"] is not None and is_postgres(config["database"]):
         hub: Hub = _cluster_hub(config, reactor, top, report)
-    elif config["database"] is not None:
-        sqlite = _sqlite_store(config["database"], reactor, report)
-        # Before the ports, so that it is started first.
-        sqlite.setServiceParent(top)
-        hub = Hub(config.limits(), sqlite, reactor)  # type: ignore[arg-type]
     else:
-        hub = Hub(config.limits(), MemoryStore(), reactor)
+        if config["database"] is not None:
+            sqlite = _sqlite_store(config["database"], reactor, report)
+            # Before the ports, so that it is started first.
+            sqlite.setServiceParent(top)
+            store = sqlite
+        hub = _local_hub(config.limits(), store, reactor)
     factory = ChatFactory(hub, reactor)  # type: ignore[arg-type]
     # Before the ports, so stopped after them: they stop accepting first.
     draining = Draining(factory)
@@ -291,12 +297,24 @@ def _sqlite_store(
     return SqliteStore(db, reactor, ThreadWorker(reactor), report)  # type: ignore[arg-type]
 
 
+def _local_hub(limits: Limits, store: Store, reactor: IReactorTime) -> Hub:
+    """A server in one process: the hub's in-process set of parts."""
+    return Hub(
+        limits,
+        clock=reactor,
+        names=LocalNames(),
+        delivery=LocalDelivery(reactor),
+        mailboxes=LocalMailboxes(store),
+    )
+
+
 def _cluster_hub(
     config: Options, reactor: IReactorTime, top: MultiService, report: CommitReport | None
 ) -> Hub:
-    """A node of the server whose state is in the PostgreSQL C{--database}."""
+    """A node of the server whose state is in the PostgreSQL C{--database}:
+    the hub's PostgreSQL set of parts, and the node's lease."""
     from chatd import postgres
-    from chatd.cluster import ClusterHub, Node, new_node_id
+    from chatd.cluster import node_hub
 
     uri = config["database"]
     try:
@@ -307,8 +325,8 @@ def _cluster_hub(
     engine = postgres.Engine(uri, reactor, report)
     # Before the ports and the node, so that it is stopped after them.
     engine.setServiceParent(top)
-    hub = ClusterHub(config.limits(), engine, reactor, new_node_id())
+    hub, node = node_hub(config.limits(), engine, reactor, config["node-lease"])
     # The node serves knowing every user; its listener catches up from there.
-    hub.snapshot(users)
-    Node(hub, engine, reactor, config["node-lease"]).setServiceParent(top)
+    node.names.snapshot(users)
+    node.setServiceParent(top)
     return hub

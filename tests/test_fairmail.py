@@ -7,7 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chatd.flood import HostBudgets
 from chatd.hub import Hub
-from chatd.rules import Limits
+from chatd.rules import Limits, MailboxFull
 from chatd.store import KeptUser, Mail, MemoryStore
 from tests.support import Client, Server, command
 from tests.test_limits import nick, register
@@ -117,9 +117,12 @@ class ShareTests(SynchronousTestCase):
                 return [KeptUser(1, "bob", "10.0.0.1", mail)]
 
         hub = Hub(Limits(mailbox_size=20, mailbox_share=5), Kept())
-        (bob,) = hub._binary_users
-        self.assertFalse(hub._post(bob, "Eve", "one more"))
-        self.assertTrue(hub._post(bob, "carol", "fits"))
+        eve, _ = hub.register("Eve", "10.0.0.2")
+        carol, _ = hub.register("carol", "10.0.0.3")
+        with self.assertRaises(MailboxFull):
+            hub.say_to(eve, "bob", "one more")
+        hub.say_to(carol, "bob", "fits")
+        self.assertEqual(len(hub.take_mail(hub.find("bob"))), 6)
 
 
 class NoticeTests(SynchronousTestCase):
