@@ -60,7 +60,8 @@ class ChatdProcess:
                 raise AssertionError(f"chatd exited: {self.process.stderr.read()!r}")
             try:
                 with open(self.log) as f:
-                    found = re.search(r"starting on (\d+)", f.read())
+                    # The chat port: not the metrics or web one that may come first.
+                    found = re.search(r"ChatFactory starting on (\d+)", f.read())
             except FileNotFoundError:
                 found = None
             if found:

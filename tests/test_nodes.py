@@ -256,6 +256,38 @@ class DeliveryTests(NodesTestCase):
         self.assertEqual(late.ask(b"send", b"rcpt", b"room"), "Message added to storage!")
 
 
+class MetricsTests(NodeClientsTestCase):
+    def test_mailbox_messages_counts_every_node(self) -> None:
+        """chatd_mailbox_messages counts the mail waiting in the database,
+        whichever node queued it, and falls once it is taken."""
+        import re
+        import urllib.request
+
+        require_postgres()
+        uri = pgserver.fresh_database()
+        port = pgserver.free_port()
+        watched = Cluster(
+            self, uri, "--node-lease", "2", "--metrics", f"tcp:{port}:interface=127.0.0.1"
+        )
+        (a,) = watched.start(1)
+        (b,) = Cluster(self, uri, "--node-lease", "2").start(1)
+
+        def waiting() -> int:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text = r.read().decode("utf-8")
+            found = re.search(r"^chatd_mailbox_messages (\S+)$", text, re.M)
+            assert found is not None, text
+            return int(float(found.group(1)))
+
+        sender = self.binary(b, "sender")
+        self.binary(a, "rcpt")
+        for i in range(7):
+            self.assertEqual(sender.ask(b"send", b"rcpt", f"t{i}".encode()), "Message added to storage!")
+        eventually(lambda: waiting() == 7, "seven messages counted")
+        self.assertEqual(len(self.binary(b, "rcpt").receive()), 7)
+        eventually(lambda: waiting() == 0, "the mailbox counted empty")
+
+
 class ThreeNodesTests(SynchronousTestCase):
     def test_three_nodes(self) -> None:
         """Three nodes: one namespace, and each message reaches the users of
