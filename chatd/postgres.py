@@ -75,12 +75,16 @@ ALTER TABLE chatd_mail ADD COLUMN IF NOT EXISTS sender_host text NOT NULL DEFAUL
 CREATE INDEX IF NOT EXISTS chatd_mail_by_receiver ON chatd_mail (receiver, id);
 -- One row a live node, renewed well inside its lease.
 -- What each transaction NOTIFYed, kept for a while: a node whose LISTEN
--- connection dropped reads what it missed from here.
-CREATE TABLE IF NOT EXISTS chatd_events (
+-- connection dropped reads what it missed from here. Unlogged: a
+-- transaction that only announces (a line message) then commits without
+-- waiting for the disk, as it did before this table; a crash of PostgreSQL
+-- empties it.
+CREATE UNLOGGED TABLE IF NOT EXISTS chatd_events (
     id bigserial PRIMARY KEY,
     at timestamptz NOT NULL DEFAULT now(),
     payload text NOT NULL
 );
+ALTER TABLE chatd_events SET UNLOGGED;
 CREATE INDEX IF NOT EXISTS chatd_events_by_time ON chatd_events (at);
 CREATE TABLE IF NOT EXISTS chatd_nodes (
     id text PRIMARY KEY,
