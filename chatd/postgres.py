@@ -442,12 +442,13 @@ class Listener:
                 events = self._fresh(
                     (n.payload for n in db.notifies(timeout=0.5, stop_after=1))
                 )
+                # Busy or quiet: under steady traffic there is no quiet moment.
+                self._prune(db)
                 if events:
                     self._reactor.callFromThread(self._events, events)
                     continue
                 # A notifies() generator that ends with a timeout may hide a
-                # dropped connection: ask it (and use the quiet moment).
-                self._prune(db)
+                # dropped connection: ask it.
                 db.execute("SELECT 1")
 
     def _missed(self, db: Any) -> list[Any]:

@@ -76,3 +76,55 @@ class ListenerTests(TestCase):
         self.assertEqual(first, [["m", 1, "bob", "hi there"], ["x", 2]])
         self.assertEqual(again, [["p", "bob poked you"]])
         self.assertEqual(old, [["m", 1, "bob", "an old node"]])
+
+
+class PruneTests(TestCase):
+    timeout = 60
+
+    def test_events_forgotten_under_steady_traffic(self) -> None:
+        """The events kept for catching up are deleted once old, even while
+        notifications never stop coming."""
+        require_postgres()
+        import threading
+        import time
+
+        import psycopg
+
+        from chatd import postgres
+
+        uri = pgserver.fresh_database()
+        postgres.prepare(uri)
+        with psycopg.connect(uri, autocommit=True) as db:
+            db.execute(
+                "INSERT INTO chatd_events (at, payload) VALUES (now() - interval '1 hour', '[]')"
+            )
+        self.patch(postgres, "KEEP_EVENTS", 4)
+        listener = postgres.Listener(uri, reactor, lambda rows: None, lambda events: None)
+        stop = threading.Event()
+
+        def notify() -> None:
+            with psycopg.connect(uri, autocommit=True) as db:
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    db.execute("SELECT pg_notify('chatd', %s)", (f'{n} [["p", "{n}"]]',))
+                    time.sleep(0.05)
+
+        sender = threading.Thread(target=notify)
+        sender.start()
+        listener.start()
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                with psycopg.connect(uri) as db:
+                    (old,) = db.execute(
+                        "SELECT count(*) FROM chatd_events WHERE at < now() - interval '1 minute'"
+                    ).fetchone()
+                if not old:
+                    break
+                time.sleep(0.2)
+            self.assertEqual(old, 0)
+        finally:
+            stop.set()
+            sender.join()
+            listener.stop()
