@@ -104,8 +104,6 @@ class BinaryProtocol(HubSession, Protocol):
         # Replies not yet written, in the order of their commands; each is
         # filled in when ready (a commit; several nodes' database).
         self._queue: deque[list[_Answer | None]] = deque()
-        # Several nodes: a register waiting for the database holds what follows.
-        self._joining = False
         # A command the flood limit put off, run first once it lets it.
         self._later: tuple[Command, list[bytes]] | None = None
 
@@ -115,12 +113,6 @@ class BinaryProtocol(HubSession, Protocol):
         # After a refusal nothing more is read: an over-long frame stays in
         # the buffer and would otherwise be refused again with each segment.
         if self._closing or self.transport.disconnecting:
-            return
-        if self._joining:
-            self._unprocessed += data
-            self.paused = True
-            if len(self._unprocessed) > self.hub.limits.max_input_backlog:
-                self.end(Ending.FLOOD)
             return
         # The replies to every command of one read go out as one write.
         with self._batch:
@@ -217,9 +209,8 @@ class BinaryProtocol(HubSession, Protocol):
             self._reply(self._registered(registered))
             return
         # What the client sends next waits until the name is decided.
-        self._joining = self.paused = True
         registered.addCallbacks(self._registered, self._register_refused, errbackArgs=(name,))
-        self._reply(registered.addBoth(self._resume))
+        self._reply(self.lag.hold_until(registered))
 
     def _registered(self, registered: tuple[BinaryUser, bool]) -> bytes:
         self.user, new = registered
@@ -232,13 +223,6 @@ class BinaryProtocol(HubSession, Protocol):
         text = _register_refusal(reason.value, name)
         self._start_closing(tally.REFUSED, text)
         return binwire.frames(text), True
-
-    def _resume(self, result: object) -> object:
-        self._joining = False
-        if not self._closing and not self.lag.holding():
-            self.paused = False
-            self.dataReceived(b"")
-        return result
 
     def on_users(self) -> None:
         names = self.hub.current_names()

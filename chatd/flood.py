@@ -7,12 +7,15 @@ a flooder gains nothing by reconnecting or by opening more of them.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from chatd.deadline import cancelled
 from chatd.rules import Ending, Limits
+
+_T = TypeVar("_T")
 
 
 class Later(Exception):
@@ -118,9 +121,14 @@ class FakeLag:
 
     Nothing is dropped: input waits in the receiver's buffer. What waits is
     bounded, though: a client that keeps sending while held is flooding.
+    The same hold keeps what a client sends after a command whose answer
+    is still to come (L{hold_until}).
     """
 
-    __slots__ = ("receiver", "clock", "max_held", "bucket", "hosts", "host", "_resume")
+    __slots__ = (
+        "receiver", "clock", "max_held", "bucket", "hosts", "host", "_resume", "_waiting",
+        "_stopped",
+    )
 
     def __init__(
         self,
@@ -143,6 +151,9 @@ class FakeLag:
         self.hosts = hosts
         self.host = host
         self._resume: IDelayedCall | None = None
+        # Answers held for (see hold_until), and whether the connection is done.
+        self._waiting = 0
+        self._stopped = False
 
     def command(self) -> None:
         """Count one command; past the rate, parse no more until a token is back."""
@@ -169,14 +180,23 @@ class FakeLag:
         elif self._resume.getTime() < self.clock.seconds() + wait:
             self._resume.reset(wait)
 
+    def hold_until(self, answer: Deferred[_T]) -> Deferred[_T]:
+        """Parse no more until C{answer} fires and its callbacks so far have
+        run: with several nodes, what follows a C{!nick} or C{register}
+        waits until the database has decided the name."""
+        self._waiting += 1
+        self.receiver.paused = True
+        return answer.addBoth(self._answered)
+
     def check(self, held: int) -> None:
         """End a held connection whose unparsed input, C{held} bytes, is over the bound."""
-        if self._resume is not None and held > self.max_held:
+        if self.holding() and held > self.max_held:
             self.receiver.end(Ending.FLOOD)
 
     def holding(self) -> bool:
-        """Whether commands the client sent wait for the rate to let them run."""
-        return self._resume is not None
+        """Whether commands the client sent wait: for the rate to let them
+        run, or for an answer to come."""
+        return self._resume is not None or self._waiting > 0
 
     @property
     def last_command(self) -> float:
@@ -184,9 +204,22 @@ class FakeLag:
         return self.bucket.stamp
 
     def stop(self) -> None:
+        """The connection is closing or gone: never parse on."""
+        self._stopped = True
         self._resume = cancelled(self._resume)
+
+    def _answered(self, result: _T) -> _T:
+        self._waiting -= 1
+        self._go_on()
+        return result
 
     def _go(self) -> None:
         self._resume = None
+        self._go_on()
+
+    def _go_on(self) -> None:
+        """Parse on, unless something still holds the connection."""
+        if self._stopped or self.holding():
+            return
         self.receiver.paused = False
         self.receiver.dataReceived(b"")

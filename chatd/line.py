@@ -58,20 +58,12 @@ class LineProtocol(HubSession, LineReceiver):
         # The peer host: what its users send shares one host share of a mailbox.
         self.host = host
         self.lag = FakeLag(self, hub.limits, clock, hosts, host)
-        # Several nodes: a !nick waiting for the database holds what follows.
-        self._joining = False
         self._gone = False
 
     # Framing
 
     def dataReceived(self, data: bytes) -> None:
         if self.transport.disconnecting:
-            return
-        if self._joining:
-            self._buffer += data
-            self.paused = True
-            if len(self._buffer) > self.hub.limits.max_input_backlog:
-                self.end(Ending.FLOOD)
             return
         self._flush = cancelled(self._flush)
         # A read with an LF in it shows a client that ends its lines: what
@@ -195,8 +187,7 @@ class LineProtocol(HubSession, LineReceiver):
             self._joined(joined)
             return None
         # What the client sends next waits until the name is decided.
-        self._joining = self.paused = True
-        return joined.addCallback(self._joined).addErrback(self._failed).addBoth(self._resume)
+        return self.lag.hold_until(joined.addCallback(self._joined).addErrback(self._failed))
 
     def _joined(self, user: LineUser) -> None:
         if self._gone:
@@ -205,13 +196,6 @@ class LineProtocol(HubSession, LineReceiver):
             return
         self.user = user
         self._send(self.hub.users_line())
-
-    def _resume(self, result: object) -> object:
-        self._joining = False
-        if not self._gone and not self.lag.holding():
-            self.paused = False
-            self.dataReceived(b"")
-        return result
 
     def on_changenickname(self, rest: str) -> Deferred[None] | None:
         assert self.user is not None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import Client, Server, command
@@ -673,4 +675,48 @@ class LineFlushTests(LineTestCase):
     def test_partial_line_over_the_limit_closes_when_flushed(self) -> None:
         client = self.connect()
         self.assertErrorLine(self.answer_after(client, b"x" * 1025, 0.3), "line-too-long")
+        self.assertTrue(client.closed)
+
+
+class PendingNameTests(LineTestCase):
+    """With several nodes a name is decided by the database: what the
+    client sends meanwhile waits, framed as ever, and bounded."""
+
+    def pending_join(self) -> list[Any]:
+        """Make the hub's joins wait: each call's Deferred and arguments, to fire by hand."""
+        from twisted.internet.defer import Deferred
+
+        hub = self.server.hub
+        waiting: list[Any] = []
+        join = hub.join_line
+
+        def later(name: str, session: Any) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            waiting.append((d, lambda: join(name, session)))
+            return d
+
+        hub.join_line = later  # type: ignore[method-assign]
+        return waiting
+
+    def test_pychat_commands_sent_while_the_name_is_decided(self) -> None:
+        waiting = self.pending_join()
+        client = self.connect()
+        client.send(b"!nick ann")
+        client.send(b"!users")
+        client.send(b"!users")
+        self.assertEqual(client.lines(), [])
+        ((d, join),) = waiting
+        d.callback(join())
+        # The answer to !nick, then each !users as its own command: the
+        # last one once the line-flush time has passed, as ever.
+        self.assertEqual(client.lines(), ["!users 1 ann"] * 2)
+        self.server.clock.advance(self.server.hub.limits.line_flush)
+        self.assertEqual(client.lines(), ["!users 1 ann"])
+
+    def test_what_waits_is_bounded(self) -> None:
+        self.server = Server(max_input_backlog=100)
+        self.pending_join()
+        client = self.connect()
+        client.send(b"!nick ann\n")
+        client.send(b"!users\n" * 20)
         self.assertTrue(client.closed)
