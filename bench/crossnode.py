@@ -41,7 +41,7 @@ ROOT = BENCH.parent
 sys.path[:0] = [str(BENCH), str(ROOT)]
 
 from open_limits import OPEN_LIMITS  # noqa: E402
-from run import build, free_port, raise_nofile  # noqa: E402
+from run import build, free_port, raise_nofile, wait_listening  # noqa: E402
 from tests.pgserver import PostgresServer, unavailable  # noqa: E402
 
 
@@ -59,15 +59,7 @@ class Node:
         ]
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.proc = subprocess.Popen(argv, env=env, cwd=workdir, preexec_fn=raise_nofile)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"chatd did not start; see {self.log}")
-                time.sleep(0.05)
+        wait_listening(self.proc, self.port, self.log)
 
     def cpu(self) -> float:
         """Seconds of CPU the node has used so far."""

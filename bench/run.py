@@ -112,6 +112,19 @@ def cpu_pressure() -> float | None:
     return float(first[1].split("=")[1])
 
 
+def wait_listening(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Wait until chatd accepts on C{port}; exit, naming its log, if it cannot."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"chatd did not start; see {log}")
+            time.sleep(0.05)
+
+
 class Server:
     """chatd under twistd, listening on one loopback port."""
 
@@ -136,15 +149,7 @@ class Server:
         self.proc = subprocess.Popen(
             pinned(0, argv), env=env, cwd=workdir, preexec_fn=raise_nofile
         )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"chatd did not start; see {self.log}")
-                time.sleep(0.05)
+        wait_listening(self.proc, self.port, self.log)
         self.spy: subprocess.Popen[bytes] | None = None
         if profile == "py-spy":
             self.spy_out = workdir / "py-spy.txt"
